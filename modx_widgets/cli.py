@@ -1,0 +1,130 @@
+"""`modx-train TASK [--workspace DIR]`: run a saved task without a notebook.
+
+Same code path as the widget (`run.execute`), same files in the task folder.  TASK is a task
+name in the workspace or the path of a task's task.json.  Ctrl-C stops gracefully (the run
+saves a checkpoint and ends Stopped); a second Ctrl-C aborts at once.
+
+Exit codes: 0 Completed, 1 Failed, 2 the task cannot start (invalid, missing, busy),
+130 Stopped by Ctrl-C.  Start-up imports only what it uses; the ML libraries load in the run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+EXIT = {"Completed": 0, "Failed": 1, "Stopped": 130}
+EXIT_INVALID = 2
+PROGRESS_EVERY_S = 10.0
+
+
+def resolve_task(task: str, workspace: str | None) -> tuple[Path, str]:
+    """(workspace root, task name) from a name or a task.json path."""
+    p = Path(task).expanduser()
+    if p.name == "task.json" or p.suffix == ".json" or p.is_file():
+        if not p.is_file():
+            raise SystemExit(f"modx-train: {p} does not exist")
+        name = p.resolve().parent.name
+        root = p.resolve().parent.parent.parent  # <root>/tasks/<name>/task.json
+        if workspace is not None and Path(workspace).expanduser().resolve() != root:
+            raise SystemExit(f"modx-train: {p} is not inside workspace {workspace}")
+        return root, name
+    return Path(workspace or "modx_workspace").expanduser(), task
+
+
+class Printer:
+    """Turns events into short lines on stdout (progress at most every PROGRESS_EVERY_S)."""
+
+    def __init__(self, out: Any = None) -> None:
+        self.out = out or sys.stdout
+        self._last_progress = 0.0
+
+    def _say(self, text: str) -> None:
+        print(text, file=self.out, flush=True)
+
+    def __call__(self, event: Any) -> None:
+        kind = getattr(event, "kind", "")
+        if kind == "progress":
+            now = time.monotonic()
+            if now - self._last_progress < PROGRESS_EVERY_S:
+                return
+            self._last_progress = now
+            eta = f", eta {event.eta_s:.0f}s" if event.eta_s is not None else ""
+            self._say(f"step {event.step}/{event.max_steps} epoch {event.epoch:.2f}{eta}")
+        elif kind == "log":
+            parts = [f"step {event.step}", f"epoch {event.epoch:.2f}"]
+            for label, value, fmt in (("loss", event.loss, ".4f"), ("lr", event.learning_rate, ".3g"),
+                                      ("grad_norm", event.grad_norm, ".3g"), ("tok/s", event.tokens_per_s, ".0f")):
+                if value is not None:
+                    parts.append(f"{label} {value:{fmt}}")
+            self._say("  ".join(parts))
+        elif kind == "eval":
+            loss = f"{event.eval_loss:.4f}" if event.eval_loss is not None else "?"
+            self._say(f"eval at step {event.step}: eval_loss {loss}")
+        elif kind == "checkpoint":
+            self._say(f"checkpoint saved: {event.path}")
+        elif kind == "status":
+            self._say(f"[{event.state}] {event.message}".rstrip())
+            if event.hint:
+                self._say(f"hint: {event.hint}")
+        elif kind == "message" and event.level in ("warning", "error") and "\n" not in event.text:
+            self._say(f"{event.level}: {event.text}")
+
+
+def _install_sigint(stop: threading.Event, say) -> Any:
+    """First Ctrl-C: graceful stop.  Second: KeyboardInterrupt (abort)."""
+
+    def handler(signum, frame):  # noqa: ARG001
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+        say("stopping after the current step (a checkpoint is saved); press Ctrl-C again to abort")
+
+    return signal.signal(signal.SIGINT, handler)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="modx-train", description="Run a modx_widgets training task headless.")
+    parser.add_argument("task", help="a task name in the workspace, or the path of a task's task.json")
+    parser.add_argument("--workspace", default=None, help="workspace folder (default ./modx_workspace)")
+    args = parser.parse_args(argv)
+
+    from .run.engine import RunBusy, TaskInvalid, execute, prepare
+    from .store import StoreError, Workspace
+
+    root, name = resolve_task(args.task, args.workspace)
+    workspace = Workspace(root)
+    printer = Printer()
+    try:
+        prepared = prepare(workspace, name)
+    except TaskInvalid as exc:
+        print(f"modx-train: task {name!r} cannot start:", file=sys.stderr)
+        for key, message in exc.problems.items():
+            print(f"  {key}: {message}" if key else f"  {message}", file=sys.stderr)
+        return EXIT_INVALID
+    except StoreError as exc:
+        print(f"modx-train: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+
+    stop = threading.Event()
+    previous = _install_sigint(stop, lambda text: print(text, flush=True))
+    try:
+        state = execute(workspace, name, printer, stop, prepared=prepared)
+    except RunBusy as exc:
+        print(f"modx-train: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    except KeyboardInterrupt:
+        print("modx-train: aborted", file=sys.stderr)
+        return EXIT["Failed"]
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    return EXIT.get(state, 1)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,210 @@
+"""From form values to train/eval `datasets.Dataset`s ready for the Trainer.
+
+Order of operations (documented because users ask):
+1. The train file (and eval_file) are checked line by line and tokenized, or loaded from the
+   cache. SFT examples whose assistant part is cut away entirely by max_seq_length are dropped.
+2. The usable examples (SFT conversations; pre-training documents) are shuffled once with `seed`.
+3. max_samples > 0 keeps the first max_samples of that shuffled order: a seeded random subset,
+   not the head of the file. The eval split, if any, is taken from within that subset.
+   An eval_file is never capped by max_samples.
+4. eval_file wins over eval_split_ratio. With a ratio, round(n * ratio) examples (at least one)
+   go to eval, the rest to train; the split is seeded by `seed` and disjoint. Eval keeps file order.
+5. Pre-training: each side's documents are joined with eos and cut into max_seq_length blocks
+   after the split, so no document is shared by train and eval.
+6. The train set is returned in the seeded shuffled order. reshuffle=False -> `sequential=True`:
+   the engine must feed it in that order (same order every epoch). reshuffle=True ->
+   `sequential=False`: the engine's sampler draws a new order every epoch.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from . import cache as _cache
+from .check import DataReport, scan_file
+from .errors import DataError
+from .tokenize import (
+    IGNORE_INDEX,
+    TokenizedData,
+    pack_blocks,
+    require_chat_template,
+    separator_id,
+    tokenize_conversations,
+    tokenize_documents,
+)
+
+_DATA_KEYS = ("train_file", "eval_file", "max_samples", "eval_split_ratio", "reshuffle", "max_seq_length", "seed")
+
+
+@dataclass
+class DataStats:
+    """Numbers for the UI, the checkpoint estimate and a data inspector.
+
+    `truncated`/`dropped` count examples of the data files (train and eval file) before
+    sampling; everything else describes the returned train/eval sets. For pre-training an
+    example is a block and `documents` counts the documents packed into train blocks."""
+
+    training_type: str
+    max_seq_length: int
+    examples: int = 0
+    eval_examples: int = 0
+    tokens: int = 0  # real (non-pad) tokens in train
+    supervised_tokens: int = 0  # train tokens that carry a label
+    eval_tokens: int = 0
+    documents: int = 0
+    truncated: int = 0
+    dropped: int = 0
+    lengths: list[int] = field(default_factory=list)  # train lengths, in training order
+    eval_lengths: list[int] = field(default_factory=list)
+    cache_hit: bool = False
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k not in ("lengths", "eval_lengths")}
+
+
+@dataclass
+class PreparedData:
+    train: Any  # datasets.Dataset: input_ids, attention_mask, labels
+    eval: Any | None
+    report: DataReport
+    stats: DataStats
+    sequential: bool  # True: feed train in its given order every epoch (reshuffle off)
+    eval_report: DataReport | None = None
+
+
+def _options(values: Mapping[str, Any]) -> dict[str, Any]:
+    from ..schema.spec import load_schema
+
+    merged = load_schema().defaults()
+    merged.update({k: v for k, v in values.items() if v is not None})
+    return {k: merged.get(k) for k in _DATA_KEYS}
+
+
+def _tokenize_file(
+    path: str | Path, training_type: str, tokenizer, max_seq_length: int, cache_dir: str | Path | None
+) -> tuple[DataReport, TokenizedData, bool]:
+    """Check and tokenize one file, through the cache when a cache_dir is given."""
+    if training_type == "sft":
+        require_chat_template(tokenizer)  # fail before reading a large file
+    key = None
+    if cache_dir is not None and Path(path).is_file():
+        key = _cache.cache_key(
+            _cache.file_digest(path),
+            _cache.tokenizer_fingerprint(tokenizer),
+            training_type,
+            max_seq_length if training_type == "sft" else None,
+        )
+        hit = _cache.load_entry(cache_dir, key)
+        if hit is not None:
+            return hit[0], hit[1], True
+    report, records = scan_file(path, training_type)
+    if training_type == "sft":
+        data = tokenize_conversations(records, tokenizer, max_seq_length)
+        if len(data) == 0:
+            raise DataError(
+                f"every conversation in {path} lost all its assistant tokens to truncation at "
+                f"max_seq_length={max_seq_length}; raise max_seq_length or shorten the prompts"
+            )
+    else:
+        data = tokenize_documents(records, tokenizer)
+    if key is not None:
+        _cache.save_entry(cache_dir, key, report, data)
+    return report, data, False
+
+
+def _gather(data: TokenizedData, order: np.ndarray) -> TokenizedData:
+    """The examples `order` of `data`, as a new contiguous TokenizedData."""
+    starts, ends = data.offsets[order], data.offsets[order + 1]
+    lengths = ends - starts
+    before = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+    positions = np.repeat(starts - before, lengths) + np.arange(int(lengths.sum()), dtype=np.int64)
+    return TokenizedData(
+        input_ids=data.input_ids[positions],
+        labels=None if data.labels is None else data.labels[positions],
+        offsets=np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
+        kept=data.kept[order],
+    )
+
+
+def _split(n: int, seed: int, max_samples: int, ratio: float, split: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    order = np.random.default_rng(seed).permutation(n)
+    if max_samples and max_samples > 0:
+        order = order[:max_samples]
+    if not split:
+        return order, None
+    n_eval = max(1, int(round(len(order) * ratio)))
+    if len(order) - n_eval < 1:
+        raise DataError(
+            f"eval_split_ratio={ratio} leaves no training examples out of {len(order)}; "
+            "lower the ratio, add data, or give an eval_file"
+        )
+    return order[n_eval:], np.sort(order[:n_eval])
+
+
+def load_datasets(
+    values: Mapping[str, Any], training_type: str, tokenizer, *, cache_dir: str | Path | None = None
+) -> PreparedData:
+    """Check, tokenize, sample and split the task's data (see the module docstring for the order).
+
+    Raises DataError for unusable files or settings before any training work starts."""
+    started = time.perf_counter()
+    opts = _options(values)
+    if not opts["train_file"]:
+        raise DataError("train_file is required: give the path of the training data file")
+    max_len = int(opts["max_seq_length"])
+    seed = int(opts["seed"])
+    ratio = float(opts["eval_split_ratio"] or 0.0)
+    eval_file = opts["eval_file"] or None
+    if training_type == "pretrain":
+        sep = separator_id(tokenizer)  # fail early, before tokenizing
+
+    report, data, hit = _tokenize_file(opts["train_file"], training_type, tokenizer, max_len, cache_dir)
+    eval_report = eval_data = None
+    if eval_file:
+        eval_report, eval_data, eval_hit = _tokenize_file(eval_file, training_type, tokenizer, max_len, cache_dir)
+        hit = hit and eval_hit
+    train_idx, eval_idx = _split(
+        len(data), seed, int(opts["max_samples"] or 0), ratio, split=eval_data is None and ratio > 0
+    )
+    if eval_idx is not None:
+        eval_data, eval_order = data, eval_idx
+    elif eval_data is not None:
+        eval_order = np.arange(len(eval_data))
+
+    stats = DataStats(training_type=training_type, max_seq_length=max_len, cache_hit=hit)
+    stats.truncated = data.truncated + (eval_data.truncated if eval_file and eval_data is not None else 0)
+    stats.dropped = data.dropped + (eval_data.dropped if eval_file and eval_data is not None else 0)
+    if training_type == "sft":
+        train = _gather(data, train_idx)
+        evaluation = _gather(eval_data, eval_order) if eval_data is not None else None
+        stats.documents = len(train)
+    else:
+        train = pack_blocks(data, train_idx, sep, max_len)
+        evaluation = pack_blocks(eval_data, eval_order, sep, max_len) if eval_data is not None else None
+        stats.documents = len(train_idx)
+        if len(train) == 0:
+            raise DataError(f"the pre-training data in {opts['train_file']} is too short to fill even one block")
+
+    stats.examples = len(train)
+    stats.lengths = train.lengths.tolist()
+    stats.tokens = int(train.lengths.sum())
+    stats.supervised_tokens = train.supervised_tokens()
+    if evaluation is not None:
+        stats.eval_examples = len(evaluation)
+        stats.eval_lengths = evaluation.lengths.tolist()
+        stats.eval_tokens = int(evaluation.lengths.sum())
+    stats.seconds = time.perf_counter() - started
+    return PreparedData(
+        train=train.to_dataset(),
+        eval=evaluation.to_dataset() if evaluation is not None and len(evaluation) else None,
+        report=report,
+        stats=stats,
+        sequential=not bool(opts["reshuffle"]),
+        eval_report=eval_report,
+    )

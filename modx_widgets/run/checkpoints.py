@@ -1,0 +1,118 @@
+"""Which checkpoint folders can be resumed, and does one fit the model we are about to train?
+
+The Trainer writes `trainer_state.json` after the weights, optimizer, scheduler and RNG state,
+so a folder without it (a save killed half-way) is never offered or accepted for resume.
+Pure file inspection: no ML import.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+STATE_FILE = "trainer_state.json"
+_NAME = re.compile(r"^checkpoint-(\d+)$")
+_WEIGHTS = ("adapter_model.safetensors", "model.safetensors", "model.safetensors.index.json",
+            "adapter_model.bin", "pytorch_model.bin")
+
+
+def is_complete(path: str | Path) -> bool:
+    """A finished checkpoint: trainer state readable as JSON and weights present."""
+    p = Path(path)
+    state = p / STATE_FILE
+    if not state.is_file() or not any((p / w).is_file() for w in _WEIGHTS):
+        return False
+    try:
+        json.loads(state.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return False
+    return True
+
+
+def step_of(path: str | Path) -> int | None:
+    m = _NAME.match(Path(path).name)
+    return int(m.group(1)) if m else None
+
+
+def list_checkpoints(output_dir: str | Path) -> list[Path]:
+    """Complete `checkpoint-N` folders under output_dir, oldest step first."""
+    root = Path(output_dir)
+    if not root.is_dir():
+        return []
+    found = [(step_of(p), p) for p in root.iterdir() if p.is_dir() and step_of(p) is not None]
+    return [p for _, p in sorted(found) if is_complete(p)]
+
+
+def latest_checkpoint(output_dir: str | Path) -> Path | None:
+    found = list_checkpoints(output_dir)
+    return found[-1] if found else None
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+_SHAPE_KEYS = ("model_type", "vocab_size", "hidden_size", "num_hidden_layers", "n_embd", "n_layer")
+
+
+def expected_lora(values: dict[str, Any], training_type: str) -> tuple[Any, list[str]] | None:
+    """(r, target modules) of the adapter this task will train, read from files only; None without LoRA."""
+    if training_type != "sft" or not values.get("use_lora"):
+        return None
+    source = None
+    if values.get("attach_lora") and values.get("lora_adapter_path"):
+        source = Path(str(values["lora_adapter_path"])) / "adapter_config.json"
+    elif values.get("peft_config_path"):
+        source = Path(str(values["peft_config_path"]))
+        source = source / "adapter_config.json" if source.is_dir() else source
+    if source is not None:
+        doc = _read_json(source) or {}
+        return doc.get("r"), sorted(doc.get("target_modules") or [])
+    return values.get("lora_r"), sorted(values.get("lora_target_modules") or [])
+
+
+def resume_problem(
+    path: str | Path, *, model_config: dict[str, Any] | None, lora: tuple[Any, list[str]] | None
+) -> str:
+    """'' when `path` is a complete checkpoint that fits this model and LoRA setup, else why not.
+
+    `lora` is `expected_lora(...)`; `model_config` the model's config.json as a dict.
+    """
+    p = Path(path)
+    if not p.is_dir():
+        return f"resume_from_checkpoint {p} is not a folder"
+    if not (p / STATE_FILE).is_file():
+        return (
+            f"resume_from_checkpoint {p} is not a complete checkpoint (no {STATE_FILE}; a save may have "
+            "been interrupted). Pick an earlier checkpoint-N folder."
+        )
+    if not is_complete(p):
+        return f"resume_from_checkpoint {p} is incomplete or damaged (weights or {STATE_FILE} unreadable)"
+    adapter = _read_json(p / "adapter_config.json") if (p / "adapter_config.json").is_file() else None
+    if lora is None and adapter is not None:
+        return f"resume_from_checkpoint {p} holds a LoRA adapter, but this task trains without LoRA"
+    if lora is not None:
+        if adapter is None:
+            return f"resume_from_checkpoint {p} holds full model weights, but this task trains a LoRA adapter"
+        theirs = (adapter.get("r"), sorted(adapter.get("target_modules") or []))
+        ours = (lora[0], sorted(lora[1]))
+        if theirs != ours:
+            return (
+                f"resume_from_checkpoint {p} was made with LoRA r={theirs[0]} on {theirs[1]}, "
+                f"this task uses r={ours[0]} on {ours[1]}: use the same LoRA settings to resume"
+            )
+    saved = _read_json(p / "config.json")
+    if saved and model_config:
+        for key in _SHAPE_KEYS:
+            if key in saved and key in model_config and saved[key] != model_config[key]:
+                return (
+                    f"resume_from_checkpoint {p} belongs to another model ({key} {saved[key]} there, "
+                    f"{model_config[key]} in model_path)"
+                )
+    return ""

@@ -1,0 +1,167 @@
+"""`TrainingRun`: one task trained in a daemon thread of the kernel, plus a per-kernel registry.
+
+The kernel's main thread only starts, stops and listens; everything slow (imports, loading,
+training) happens in the thread, and nothing that goes wrong there can escape it.  The
+registry lets a re-created widget find a run that is still going (`active_run`).
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any, Callable
+
+from ..events import FINAL_STATES, Status
+from ..store import Workspace
+from .engine import Prepared, RunBusy, check_not_running, execute, prepare
+
+Listener = Callable[[Any], None]
+
+_registry: dict[tuple[str, str], "TrainingRun"] = {}
+_registry_lock = threading.Lock()
+
+
+def _key(root: str | Path, task_name: str) -> tuple[str, str]:
+    return str(Path(root).expanduser().resolve()), task_name.casefold()
+
+
+def active_run(workspace_root: str | Path | Workspace, task_name: str) -> "TrainingRun | None":
+    """The run of this task still alive in this kernel, if any."""
+    root = workspace_root.root if isinstance(workspace_root, Workspace) else workspace_root
+    with _registry_lock:
+        run = _registry.get(_key(root, task_name))
+    return run if run is not None and run.is_alive() else None
+
+
+class TrainingRun:
+    """Start, stop and watch one task's training in a background thread.
+
+    `start()` checks the task first (raising `TaskInvalid` or `RunBusy` in the caller's
+    thread, with nothing written) and then returns at once.  Listeners are called from the
+    training thread with every event and must be cheap; one that raises is reported in
+    run.log and otherwise ignored.
+    """
+
+    def __init__(self, workspace: Workspace, task_name: str, *, listeners: Any = ()) -> None:
+        self.workspace = workspace
+        self.task_name = task_name
+        self._listeners: list[Listener] = list(listeners)
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._state = "Pending"
+        self.error: BaseException | None = None
+        self.extra_callbacks: list[Any] = []  # extra Trainer callbacks (tests, tools)
+
+    # -- listeners ------------------------------------------------------------------------
+
+    def add_listener(self, fn: Listener) -> None:
+        with self._lock:
+            if fn not in self._listeners:
+                self._listeners.append(fn)
+
+    def remove_listener(self, fn: Listener) -> None:
+        with self._lock:
+            if fn in self._listeners:
+                self._listeners.remove(fn)
+
+    def _dispatch(self, event: Any) -> None:
+        if isinstance(event, Status):
+            self._state = event.state
+        with self._lock:
+            listeners = list(self._listeners)
+        failed = None
+        for fn in listeners:
+            try:
+                fn(event)
+            except Exception as exc:  # noqa: BLE001 - one bad view must not stop the others
+                failed = exc
+        if failed is not None:
+            raise failed  # RunSink reports it once in run.log
+
+    # -- control --------------------------------------------------------------------------
+
+    @property
+    def state(self) -> str:
+        return self._state
+
+    def is_alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def start(self) -> "TrainingRun":
+        """Check the task and start training in a daemon thread; returns self."""
+        if self._thread is not None:
+            raise RunBusy(f"this run of task {self.task_name!r} was already started; create a new TrainingRun")
+        key = _key(self.workspace.root, self.task_name)
+        if active_run(self.workspace.root, self.task_name) is not None:
+            raise RunBusy(f"task {self.task_name!r} is already running in this kernel; stop it first")
+        prepared = prepare(self.workspace, self.task_name)  # TaskInvalid: nothing written
+        with _registry_lock:
+            other = _registry.get(key)
+            if other is not None and other.is_alive():
+                raise RunBusy(f"task {self.task_name!r} is already running in this kernel; stop it first")
+            check_not_running(self.workspace, self.task_name)
+            self._thread = threading.Thread(
+                target=self._main, args=(prepared,), name=f"modx-train-{self.task_name}", daemon=True
+            )
+            _registry[key] = self
+            self._state = "Running"
+            self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Ask the run to stop after the current step (it saves a checkpoint first)."""
+        self._stop.set()
+
+    def wait(self, timeout: float | None = None) -> str:
+        """Block until the run ends (or `timeout` seconds pass); returns the current state."""
+        if self._thread is not None:
+            self._thread.join(timeout)
+        return self._state
+
+    def _main(self, prepared: Prepared) -> None:
+        try:
+            self._state = execute(
+                self.workspace,
+                self.task_name,
+                self._dispatch,
+                self._stop,
+                prepared=prepared,
+                callbacks=self.extra_callbacks,
+            )
+        except BaseException as exc:  # noqa: BLE001 - nothing may escape a kernel thread
+            self.error = exc
+            if self._state not in FINAL_STATES:
+                self._state = "Failed"
+
+
+_warmup_thread: threading.Thread | None = None
+_warmup_lock = threading.Lock()
+
+
+def _import_heavy() -> None:
+    try:
+        import torch  # noqa: F401
+        import transformers  # noqa: F401
+        from transformers import AutoModelForCausalLM, Trainer, TrainingArguments  # noqa: F401
+
+        import peft  # noqa: F401
+        import datasets  # noqa: F401
+
+        from . import callbacks, trainer  # noqa: F401
+    except Exception:  # noqa: BLE001 - a missing package is reported by the environment check
+        pass
+
+
+def warmup_imports() -> threading.Thread:
+    """Start importing torch/transformers/peft/datasets in the background (idempotent).
+
+    `from transformers import Trainer` takes seconds; doing it while the user fills the form
+    keeps Start from freezing the notebook.  Returns the (possibly finished) thread.
+    """
+    global _warmup_thread
+    with _warmup_lock:
+        if _warmup_thread is None:
+            _warmup_thread = threading.Thread(target=_import_heavy, name="modx-warmup-imports", daemon=True)
+            _warmup_thread.start()
+        return _warmup_thread
