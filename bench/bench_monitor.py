@@ -8,8 +8,11 @@ machine drift hit both sides alike), and prints side by side:
     and data preparation are excluded, they are the same with or without the monitor);
   * comm messages and bytes sent per second, counted by a stand-in comm that JSON-encodes
     each message as the kernel would (the zmq send itself is not included);
-  * flushes per second and the mean time of one flush (render + encode);
-  * the ratio of steps/s with / without the monitor.
+  * steps per CPU-second of the whole process, which other load on a shared machine
+    disturbs far less than wall-clock steps/s;
+  * flushes per second, CPU time of one flush (render + encode), and the monitor's share
+    of the process CPU time (its listener on the training thread plus tail-timer flushes);
+  * the ratios with / without the monitor.
 
     python bench/bench_monitor.py [--steps 120] [--repeats 2] [--interval 0.2]
 """
@@ -20,6 +23,7 @@ import argparse
 import json
 import statistics
 import tempfile
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -79,26 +83,44 @@ def _one_run(ws: Any, values: dict[str, Any], name: str, with_monitor: bool, int
 
     ws.create_task(name, "sft", "SFT", "cpu", values)
     run = TrainingRun(ws, name)
-    ticks: list[tuple[float, int]] = []
+    ticks: list[tuple[float, float, int]] = []
 
     def timing(event: Any) -> None:  # attached in both modes, so its cost cancels out
         if isinstance(event, Progress):
-            ticks.append((time.perf_counter(), event.step))
+            ticks.append((time.perf_counter(), time.process_time(), event.step))
 
     run.add_listener(timing)
     monitor = None
-    flush_s: list[float] = []
+    cost = {"cpu": 0.0, "flushes": 0.0, "flush_cpu": 0.0}
+    inside = threading.local()
     if with_monitor:
         monitor = RunMonitor(flush_interval=interval)
         sink = monitor._sink
 
         def timed_sink(generation: int, batch: list) -> None:
-            t = time.perf_counter()
+            t = time.thread_time()
             sink(generation, batch)
-            flush_s.append(time.perf_counter() - t)
+            dt = time.thread_time() - t
+            cost["flushes"] += 1
+            cost["flush_cpu"] += dt
+            if not getattr(inside, "listener", False):  # tail-timer flush: not counted below
+                cost["cpu"] += dt
 
         monitor._sink = timed_sink  # type: ignore[method-assign]
         monitor.attach(run)
+        listener = monitor._listener
+        run.remove_listener(listener)
+
+        def timed_listener(event: Any) -> None:  # everything the monitor costs the training thread
+            t = time.thread_time()
+            inside.listener = True
+            try:
+                listener(event)
+            finally:
+                inside.listener = False
+                cost["cpu"] += time.thread_time() - t
+
+        run.add_listener(timed_listener)
     msgs0, bytes0 = CountingComm.messages, CountingComm.bytes
     run.start()
     state = run.wait()
@@ -106,14 +128,16 @@ def _one_run(ws: Any, values: dict[str, Any], name: str, with_monitor: bool, int
         monitor.detach()
     if state != "Completed" or len(ticks) < 3:
         raise SystemExit(f"benchmark run {name} ended {state} with {len(ticks)} progress events")
-    (t0, s0), (t1, s1) = ticks[1], ticks[-1]  # skip the on_train_begin tick
-    span = t1 - t0
+    (w0, c0, s0), (w1, c1, s1) = ticks[1], ticks[-1]  # skip the on_train_begin tick
+    span, cpu = w1 - w0, c1 - c0
     return {
         "steps_per_s": (s1 - s0) / span,
+        "steps_per_cpu_s": (s1 - s0) / cpu,
         "msgs_per_s": (CountingComm.messages - msgs0) / span,
         "kb_per_s": (CountingComm.bytes - bytes0) / span / 1024,
-        "flushes_per_s": len(flush_s) / span,
-        "flush_ms": 1000 * statistics.mean(flush_s) if flush_s else 0.0,
+        "flushes_per_s": cost["flushes"] / span,
+        "flush_ms": 1000 * cost["flush_cpu"] / cost["flushes"] if cost["flushes"] else 0.0,
+        "monitor_cpu_pct": 100 * cost["cpu"] / cpu,
     }
 
 
@@ -145,9 +169,10 @@ def main() -> None:
             results[with_monitor].append(res)
             label = "with   " if with_monitor else "without"
             print(
-                f"run {i:2d} {label} monitor: {res['steps_per_s']:7.2f} steps/s  "
-                f"{res['msgs_per_s']:6.1f} msgs/s  {res['kb_per_s']:7.1f} KiB/s  "
-                f"{res['flushes_per_s']:4.1f} flushes/s  {res['flush_ms']:5.1f} ms/flush",
+                f"run {i:2d} {label} monitor: {res['steps_per_s']:6.2f} steps/s  "
+                f"{res['steps_per_cpu_s']:6.2f} steps/CPU-s  {res['msgs_per_s']:5.1f} msgs/s  "
+                f"{res['kb_per_s']:6.1f} KiB/s  {res['flushes_per_s']:4.1f} flushes/s  "
+                f"{res['flush_ms']:5.2f} CPU-ms/flush  monitor {res['monitor_cpu_pct']:5.2f}% of CPU",
                 flush=True,
             )
 
@@ -156,12 +181,15 @@ def main() -> None:
 
     print()
     print(f"{'':18s}{'without':>12s}{'with':>12s}")
-    for key, unit in (("steps_per_s", "steps/s"), ("msgs_per_s", "msgs/s"), ("kb_per_s", "KiB/s"),
-                      ("flushes_per_s", "flushes/s"), ("flush_ms", "ms/flush")):
+    for key, unit in (("steps_per_s", "steps/s"), ("steps_per_cpu_s", "steps/CPU-s"), ("msgs_per_s", "msgs/s"),
+                      ("kb_per_s", "KiB/s"), ("flushes_per_s", "flushes/s"), ("flush_ms", "CPU-ms/flush"),
+                      ("monitor_cpu_pct", "monitor % of CPU")):
         print(f"{unit:18s}{med(False, key):12.2f}{med(True, key):12.2f}")
-    ratio = med(True, "steps_per_s") / med(False, "steps_per_s")
-    print(f"\nsteps/s ratio with/without monitor: {ratio:.3f} "
-          f"(median of {len(results[True])} runs each, logging_steps=1, flush interval {args.interval}s)")
+    n = len(results[True])
+    print(f"\nratio with/without monitor (median of {n} runs each, logging_steps=1, "
+          f"flush interval {args.interval}s):")
+    print(f"  steps/s      {med(True, 'steps_per_s') / med(False, 'steps_per_s'):.3f}  (wall clock: noisy on a shared machine)")
+    print(f"  steps/CPU-s  {med(True, 'steps_per_cpu_s') / med(False, 'steps_per_cpu_s'):.3f}  (process CPU time)")
 
 
 if __name__ == "__main__":

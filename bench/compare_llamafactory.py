@@ -96,13 +96,35 @@ class Workload:
         self.model_name = model
         self.model_dir = build(self.root / "model")
         self.train_file = make_sft_data(self.root / "train.jsonl", n=conversations, seed=seed)
-        conv = convert_jsonl(self.train_file, self.root / "lf_data")
-        if conv.skipped:
-            sys.exit(f"{len(conv.skipped)} conversation(s) cannot be expressed in sharegpt: {conv.skipped[:3]}")
-        self.lf_dataset_dir, self.lf_dataset = conv.dataset_dir, conv.dataset
         self.conversations = conversations
         self.max_seq_length = max_seq_length
         self._runs = 0
+        conv = convert_jsonl(self.train_file, self.root / "lf_data", order=self.our_training_order())
+        if conv.skipped:
+            sys.exit(f"{len(conv.skipped)} conversation(s) cannot be expressed in sharegpt: {conv.skipped[:3]}")
+        self.lf_dataset_dir, self.lf_dataset = conv.dataset_dir, conv.dataset
+
+    def our_training_order(self) -> list[int]:
+        """Record indices in the order our engine feeds them (reshuffle off: one seeded order).
+
+        Found by matching token sequences, not by re-implementing the data room's shuffle, so
+        LLaMA-Factory (with disable_shuffling) sees the very same batches. Conversations our
+        engine drops (assistant part truncated away) are left out of its file as well.
+        """
+        from transformers import AutoTokenizer
+
+        from modx_widgets.data import load_datasets, tokenize_conversations
+
+        tok = AutoTokenizer.from_pretrained(self.model_dir)
+        prepared = load_datasets(self.values(), "sft", tok)
+        with open(self.train_file, encoding="utf-8") as f:
+            records = [json.loads(line) for line in f if line.strip()]
+        tokenized = tokenize_conversations(records, tok, self.max_seq_length)
+        by_ids: dict[tuple[int, ...], list[int]] = {}
+        for i in range(len(tokenized)):
+            ids = tuple(int(t) for t in tokenized.input_ids[tokenized.offsets[i]:tokenized.offsets[i + 1]])
+            by_ids.setdefault(ids, []).append(int(tokenized.kept[i]))
+        return [by_ids[tuple(row)].pop(0) for row in prepared.train["input_ids"]]
 
     def values(self, **overrides: Any) -> dict[str, Any]:
         """Complete, validated modx values for this workload (schema defaults + overrides)."""
@@ -420,10 +442,14 @@ def section_memory(wl: Workload, repeats: int) -> dict[str, Any]:
 
 
 def check_same_tokens(wl: Workload) -> dict[str, Any]:
-    """Prove both tools train on the same input tokens (LLaMA-Factory's template vs our tokenizer)."""
+    """Prove both tools train on the same input tokens in the same order.
+
+    LLaMA-Factory's preprocessing output (its template, its truncation) is compared example by
+    example with what our engine's load_datasets feeds the Trainer.
+    """
     from transformers import AutoTokenizer
 
-    from modx_widgets.data.tokenize import tokenize_conversations
+    from modx_widgets.data import load_datasets
 
     values = wl.values()
     d = wl.fresh_dir("token_check")
@@ -432,20 +458,15 @@ def check_same_tokens(wl: Workload) -> dict[str, Any]:
     lf = _python_json(ensure_lf_venv().parent / "python",
                       [str(BENCH / "llamafactory" / "lf_preprocess.py"), str(cfg), "--dump", str(wl.conversations)],
                       d, "dump", env={"DISABLE_VERSION_CHECK": "1"})
-    tok = AutoTokenizer.from_pretrained(wl.model_dir)
-    with open(wl.train_file, encoding="utf-8") as f:
-        records = [json.loads(line) for line in f if line.strip()]
-    ours = tokenize_conversations(records, tok, int(values["max_seq_length"]))
-    same = 0
-    for i, ex in enumerate(lf["dump"]):
-        a, b = ours.offsets[i], ours.offsets[i + 1]
-        same += list(ours.input_ids[a:b]) == ex["input_ids"]
+    ours = load_datasets(values, "sft", AutoTokenizer.from_pretrained(wl.model_dir)).train
+    same = sum(a == b["input_ids"] for a, b in zip(ours["input_ids"], lf["dump"]))
+    ours_labels = sum(sum(1 for t in row if t != -100) for row in ours["labels"])
     return {
         "template": DEFAULT_TEMPLATE,
         "examples": [len(ours), lf["examples"]],
         "identical_input_ids": same,
-        "real_tokens": [int(len(ours.input_ids)), lf["real_tokens"]],
-        "label_tokens": [ours.supervised_tokens(), lf["label_tokens"]],
+        "real_tokens": [sum(len(r) for r in ours["input_ids"]), lf["real_tokens"]],
+        "label_tokens": [ours_labels, lf["label_tokens"]],
     }
 
 

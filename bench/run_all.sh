@@ -3,7 +3,8 @@
 #
 #   bash bench/run_all.sh            # full runs (tens of minutes on 2 cores)
 #   bash bench/run_all.sh --quick    # smoke sizes, for scripts that accept --quick
-#   ONLY="compare_llamafactory bench_startup" bash bench/run_all.sh
+#   ONLY="compare_llamafactory bench_startup" bash bench/run_all.sh   (names in bench/, or paths)
+#   RESULTS_DIR=/tmp/r bash bench/run_all.sh                           (default bench/results)
 #
 # Each benchmark is a Python script bench/bench_*.py or bench/compare_*.py. Its full output goes to
 # bench/results/<name>.log. For the summary, a script prints lines of the form
@@ -20,7 +21,7 @@ QUICK=()
 for arg in "$@"; do
   case "$arg" in
     --quick) QUICK=(--quick) ;;
-    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
     *) echo "usage: bash bench/run_all.sh [--quick]" >&2; exit 64 ;;
   esac
 done
@@ -36,14 +37,16 @@ if ! "$PY" -c "import modx_widgets, transformers, peft" >/dev/null 2>&1; then
 fi
 export PATH="$(dirname "$PY"):$PATH"   # so the scripts find modx-train next to the interpreter
 
-RESULTS="$HERE/results"
+RESULTS="${RESULTS_DIR:-$HERE/results}"
 mkdir -p "$RESULTS"
 SUMMARY="$RESULTS/summary.txt"
 : > "$SUMMARY.tmp"
 
 scripts=()
 if [[ -n "${ONLY:-}" ]]; then
-  for name in $ONLY; do scripts+=("$HERE/${name%.py}.py"); done
+  for name in $ONLY; do
+    if [[ "$name" == */* ]]; then scripts+=("$name"); else scripts+=("$HERE/${name%.py}.py"); fi
+  done
 else
   for f in "$HERE"/bench_*.py "$HERE"/compare_*.py; do [[ -e "$f" ]] && scripts+=("$f"); done
 fi

@@ -337,7 +337,23 @@ def _optimizer_bytes(optim: str, tensors: list[Tensor], dtype_bytes: int) -> int
 # ----------------------------------------------------------------------------- activations
 
 
-def _layer_elements(m: ModelShape, lora: _Lora | None, seq_len: int, device: str) -> int:
+@dataclass(frozen=True)
+class _Kept:
+    """Elements per token one block keeps for backward: `wide` stay float32 under autocast
+    (norm inputs/outputs on the float32 residual stream), `narrow` take the autocast dtype."""
+
+    wide: int
+    narrow: int
+
+    @property
+    def total(self) -> int:
+        return self.wide + self.narrow
+
+    def bytes(self, narrow_bytes: int) -> int:
+        return self.wide * _LOAD_DTYPE_BYTES + self.narrow * narrow_bytes
+
+
+def _layer_elements(m: ModelShape, lora: _Lora | None, seq_len: int, device: str) -> _Kept:
     """Elements per token that autograd keeps for one decoder block (read off HF's Llama/GPT-2 code).
 
     Llama, every weight trainable: 3 per RMSNorm x H (input, normalised, output) x 2 norms,
@@ -354,50 +370,53 @@ def _layer_elements(m: ModelShape, lora: _Lora | None, seq_len: int, device: str
     attn_matrix = 3 * heads * seq_len if (m.attention_dropout > 0 and device == "cpu") else 0
     if m.family == "gpt2":
         if lora is None:
-            return 11 * h + 5 * i + attn_matrix
+            return _Kept(wide=4 * h, narrow=7 * h + 5 * i + attn_matrix)
         targets = set(lora.targets)
-        kept = 8 * h + 3 * i + attn_matrix
-        kept += h if "c_attn" in targets else 0
-        kept += h + i if "c_proj" in targets else 0
-        kept += h if "c_fc" in targets else 0
-        return kept + lora.rank * len(targets & {"c_attn", "c_proj", "c_fc"})
+        narrow = 4 * h + 3 * i + attn_matrix
+        narrow += h if "c_attn" in targets else 0
+        narrow += h + i if "c_proj" in targets else 0
+        narrow += h if "c_fc" in targets else 0
+        return _Kept(wide=4 * h, narrow=narrow + lora.rank * len(targets & {"c_attn", "c_proj", "c_fc"}))
     if lora is None:
-        return 6 * h + 2 * q + 2 * kv + heads + 4 * i + attn_matrix
+        return _Kept(wide=6 * h, narrow=2 * q + 2 * kv + heads + 4 * i + attn_matrix)
     t = set(lora.targets)
     if "all-linear" in t:
         t |= {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
-    kept = 2 * h + 2 * q + 2 * kv + heads + 3 * i + attn_matrix
-    kept += h if t & {"q_proj", "k_proj", "v_proj"} else 0
-    kept += q if "o_proj" in t else 0
-    kept += h if t & {"gate_proj", "up_proj"} else 0
-    kept += i if "down_proj" in t else 0
-    n_adapted = len(t & {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"})
-    kept += lora.rank * n_adapted
+    wide = 2 * h
+    wide += h if t & {"q_proj", "k_proj", "v_proj"} else 0
+    wide += h if t & {"gate_proj", "up_proj"} else 0
+    narrow = 2 * q + 2 * kv + heads + 3 * i + attn_matrix
+    narrow += q if "o_proj" in t else 0
+    narrow += i if "down_proj" in t else 0
+    narrow += lora.rank * len(t & {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"})
     if lora.dropout > 0:  # dropout output plus its mask, per distinct adapter input
-        kept += 2 * h * bool(t & {"q_proj", "k_proj", "v_proj"}) + 2 * h * bool(t & {"gate_proj", "up_proj"})
-    return kept
+        wide += 2 * h * bool(t & {"q_proj", "k_proj", "v_proj"}) + 2 * h * bool(t & {"gate_proj", "up_proj"})
+    return _Kept(wide=wide, narrow=narrow)
 
 
 def _activation_bytes(
-    m: ModelShape, lora: _Lora | None, batch: int, seq_len: int, checkpointing: bool, act_bytes: int, device: str
+    m: ModelShape, lora: _Lora | None, batch: int, seq_len: int, checkpointing: bool, amp: bool, device: str
 ) -> int:
     """Peak activation bytes for one micro-batch of `batch` x `seq_len` tokens.
 
-    without checkpointing: tokens * act_bytes * (layers * E + E)            (E = `_layer_elements`;
-    with checkpointing:    tokens * act_bytes * (layers * H + 2 * E)         the extra E is backward scratch,
-                                                                             the second one the recomputed block)
-    plus the loss: tokens * vocab * 12 (float32 log-softmax output, its gradient and the logits'
-    gradient are alive together in backward), and 3 * H for the final norm.
+    Per token, with E the bytes one block keeps (`_layer_elements`; float32, or the
+    narrow part in 16 bits under autocast):
+      without checkpointing: layers * E + E   (the extra E is backward scratch)
+      with checkpointing:    layers * 4 * H + E   (each block's float32 input, and one block
+                                                   recomputed during backward)
+    plus the loss, 12 * vocab (float32 log-softmax output, its gradient and the logits'
+    gradient are alive together in backward; 14 under autocast for the 16-bit logits),
+    and 3 * H float32 for the final norm.
     """
     tokens = batch * seq_len
-    e = _layer_elements(m, lora, seq_len, device)
+    layer = _layer_elements(m, lora, seq_len, device).bytes(2 if amp else _LOAD_DTYPE_BYTES)
     h = m.hidden_size
     if checkpointing:
-        per_token = m.num_layers * h + 2 * e
+        per_token = m.num_layers * h * _LOAD_DTYPE_BYTES + layer
     else:
-        per_token = m.num_layers * e + e
-    per_token += 3 * h
-    return tokens * (per_token * act_bytes + 12 * m.vocab_size)
+        per_token = (m.num_layers + 1) * layer
+    per_token += 3 * h * _LOAD_DTYPE_BYTES + (14 if amp else 12) * m.vocab_size
+    return tokens * per_token
 
 
 # ----------------------------------------------------------------------------- device
@@ -492,11 +511,12 @@ def _compute(
     amp = bool(values["bf16"]) or (bool(values["fp16"]) and kind == "cuda")
     if values["fp16"] and kind == "cpu" and not values["bf16"]:
         notes.append("fp16 has no effect on CPU: the run uses float32")
-    act_bytes = 2 if amp else _LOAD_DTYPE_BYTES
     length = seq_len or values["max_seq_length"]
     activations = _activation_bytes(
-        m, lora, values["per_device_train_batch_size"], length, bool(values["gradient_checkpointing"]), act_bytes, kind
+        m, lora, values["per_device_train_batch_size"], length, bool(values["gradient_checkpointing"]), amp, kind
     )
+    if amp:  # autocast keeps a 16-bit copy of each trainable weight for the whole forward/backward
+        activations += sum(t.numel for t in trainable if len(t.shape) == 2) * 2
     adam_like = values["optim"] in ("adamw_torch",)
     largest = max((t.numel for t in trainable), default=0)
     scratch = (n_trainable if (adam_like and kind == "cuda") else largest) * trainable_bytes

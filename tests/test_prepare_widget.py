@@ -265,6 +265,7 @@ def test_a_corrupt_task_is_listed_and_its_selection_refused(widget, ws):
     (ws.task_dir(good) / "task.json").write_text("{ not json", encoding="utf-8")
     other = PrepareWidget(workspace=ws)
     assert good in dict(other.tasks)
+    assert "\u26a0" in other._panel._rows[good].button.description
     with pytest.raises(StoreError):
         other.select_task(good)
     assert "modx-error" in other._panel.message.value
@@ -304,11 +305,15 @@ def test_the_estimate_appears_once_the_data_is_counted(widget, tiny, tmp_path):
 # -- running ----------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_start_trains_the_tiny_model_to_completion(widget, ws, tiny, tmp_path):
     widget.set_values(_runnable(tiny, tmp_path, max_steps=4, save_steps=2))
     widget.start()
     name = widget.task_name
     assert widget.monitor.run is not None
+    assert widget._panel.state_of(name) == "Running" and widget._start_button.disabled
+    widget._run.wait(300)  # not widget.wait(): the buttons must follow the run by themselves
+    assert not widget._start_button.disabled and widget._stop_button.disabled
     assert widget.wait(300) == "Completed"
     assert widget.status == "Completed"
     assert dict(widget.tasks)[name] == "Completed"
@@ -316,9 +321,9 @@ def test_start_trains_the_tiny_model_to_completion(widget, ws, tiny, tmp_path):
     assert ws.load_task(name).values["max_steps"] == 4
     checkpoints = sorted(p.name for p in (tmp_path / "out").glob("checkpoint-*"))
     assert len(checkpoints) == estimate_checkpoints(ws.load_task(name).values, 24)
-    assert not widget._start_button.disabled and widget._stop_button.disabled
 
 
+@pytest.mark.slow
 def test_a_running_task_cannot_be_deleted_and_a_new_widget_reattaches(widget, ws, tiny, tmp_path):
     widget.set_values(_runnable(tiny, tmp_path, max_steps=2000, save_steps=1000))
     widget.start()
@@ -338,6 +343,7 @@ def test_a_running_task_cannot_be_deleted_and_a_new_widget_reattaches(widget, ws
     again.settle(30)
 
 
+@pytest.mark.slow
 def test_temporary_template_leaves_the_template_untouched(widget, ws, tiny, tmp_path):
     widget.save_template("kept")
     before = ws.load_template("kept").values
@@ -349,9 +355,51 @@ def test_temporary_template_leaves_the_template_untouched(widget, ws, tiny, tmp_
     assert ws.load_task(widget.task_name).temporary is True
 
 
+@pytest.mark.slow
 def test_without_temporary_start_writes_the_values_into_the_template(widget, ws, tiny, tmp_path):
     widget.save_template("shared")
     widget.set_values(_runnable(tiny, tmp_path, max_steps=1, save_strategy="no"))
     widget.start()
     assert widget.wait(300) == "Completed"
     assert ws.load_template("shared").values["max_steps"] == 1
+
+
+# -- cost -------------------------------------------------------------------------------------
+
+
+def test_constructing_the_widget_imports_no_ml_library_by_itself(tmp_path):
+    """Only the run room's deliberate warm-up may import torch; switch it off and nothing else does."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, modx_widgets.run as run\n"
+        "run.warmup_imports = lambda: None\n"
+        "from modx_widgets.ui.prepare import PrepareWidget\n"
+        f"w = PrepareWidget(workspace={str(tmp_path / 'ws')!r})\n"
+        "w.settle(60)\n"
+        "print(' '.join(m for m in ('torch', 'transformers', 'peft', 'datasets') if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""
+
+
+def test_an_edit_that_changes_no_problem_sends_only_that_controls_update(ws, monkeypatch):
+    import comm
+    from comm.base_comm import BaseComm
+
+    sent: list[tuple[str, dict]] = []
+
+    class Recording(BaseComm):
+        def publish_msg(self, msg_type, data=None, metadata=None, buffers=None, **keys):
+            if msg_type == "comm_msg":
+                sent.append((self.comm_id, data))
+
+    monkeypatch.setattr(comm, "create_comm", lambda *a, **k: Recording(*a, **k))
+    w = PrepareWidget(workspace=ws)
+    w.settle(60)
+    seed = w.form.fields["seed"].control
+    sent.clear()
+    seed.value = seed.value + 1
+    w.settle(60)
+    assert [comm_id for comm_id, _ in sent] == [seed.comm.comm_id]

@@ -591,3 +591,10 @@ def test_a_torn_last_event_line_is_skipped_and_later_appends_stay_readable(ws: W
     assert [e.step for e in ws.read_events("t1")] == [1]
     ws.append_events("t1", [Log(step=3, epoch=0.3, loss=0.5)])
     assert [e.step for e in ws.read_events("t1")] == [1, 3]
+
+
+def test_unicode_case_folding_never_maps_a_hand_made_folder_onto_a_safe_name(ws: Workspace) -> None:
+    (ws.tasks_root / "\u017fft").mkdir(parents=True)  # long s: casefolds to "sft"
+    record = make_task(ws, "sft")
+    assert ws.load_task("SFT") == record
+    assert sorted(t.name for t in ws.list_tasks()) == ["sft", "\u017fft"]

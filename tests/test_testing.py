@@ -181,3 +181,16 @@ def test_tiny_model_learns_the_sft_data_within_twenty_steps(tiny, tok):
         opt.step()
         opt.zero_grad()
     assert held_out_loss() < 0.85 * before
+
+
+@pytest.mark.slow
+def test_small_model_is_a_bigger_llama_with_the_same_tokenizer(tmp_path, tiny):
+    from modx_widgets.testing import make_small_model
+
+    path = make_small_model(tmp_path / "small")
+    config = transformers.AutoConfig.from_pretrained(path)
+    assert config.model_type == "llama"
+    with torch.device("meta"):
+        model = transformers.AutoModelForCausalLM.from_config(config)
+    assert 10_000_000 <= sum(p.numel() for p in model.parameters()) <= 30_000_000
+    assert (path / "tokenizer.json").read_text() == (tiny / "tokenizer.json").read_text()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 ROLE_TO_SHAREGPT = {"system": "system", "user": "human", "assistant": "gpt"}
 
@@ -51,19 +52,34 @@ def to_sharegpt_record(record: dict) -> dict:
     }
 
 
-def convert_jsonl(src: str | Path, dataset_dir: str | Path, dataset: str = "modx_sft") -> Conversion:
-    """Write `<dataset_dir>/<dataset>.json` and `dataset_info.json` from our SFT JSONL file."""
+def convert_jsonl(
+    src: str | Path, dataset_dir: str | Path, dataset: str = "modx_sft", order: Sequence[int] | None = None
+) -> Conversion:
+    """Write `<dataset_dir>/<dataset>.json` and `dataset_info.json` from our SFT JSONL file.
+
+    `order` (indices into the file's non-blank lines) writes those conversations in that order,
+    so LLaMA-Factory can be fed exactly the sequence our engine trains on.
+    """
     out_dir = Path(dataset_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    records, skipped = [], []
+    converted: list[dict | None] = []
+    skipped: list[tuple[int, str]] = []
     with Path(src).open(encoding="utf-8-sig") as f:
         for line_no, line in enumerate(f, 1):
             if not line.strip():
                 continue
             try:
-                records.append(to_sharegpt_record(json.loads(line)))
-            except (ValueError, AttributeError, KeyError) as exc:
+                converted.append(to_sharegpt_record(json.loads(line)))
+            except (ValueError, AttributeError, KeyError, TypeError) as exc:
+                converted.append(None)
                 skipped.append((line_no, str(exc)))
+    if order is None:
+        records = [r for r in converted if r is not None]
+    else:
+        bad = [i for i in order if not 0 <= i < len(converted) or converted[i] is None]
+        if bad:
+            raise ValueError(f"order names records that do not exist or could not be converted: {bad[:5]}")
+        records = [converted[i] for i in order]
     if not records:
         raise ValueError(f"{src}: no conversation could be converted ({len(skipped)} skipped)")
     file_name = f"{dataset}.json"

@@ -272,18 +272,19 @@ def _field_pass(values: Mapping[str, Any], training_type: str) -> _Pass:
     if not isinstance(values, Mapping):
         raise TypeError(f"values must be a mapping of parameter keys to values, not {type(values).__name__}")
     schema = load_schema()
+    params = schema.params  # a property that builds a dict: read it once
     errors: dict[str, str] = {}
     warnings: list[tuple[str, str]] = []
     type_options = schema.basic_param("training_type").options or ()
     if training_type not in type_options:
         errors["training_type"] = f"must be one of {', '.join(type_options)} (got {_shown(training_type)})"
     for key in values:
-        if key not in schema.params:
+        if key not in params:
             errors[str(key)] = _unknown_key_message(key, schema)
 
     clean: dict[str, Any] = {}
     failed: dict[str, str] = {}
-    for key, spec in schema.params.items():
+    for key, spec in params.items():
         if key not in values:
             clean[key] = _default(spec)
             continue
@@ -294,8 +295,9 @@ def _field_pass(values: Mapping[str, Any], training_type: str) -> _Pass:
             failed[key] = exc.message
 
     context = {**clean, "training_type": training_type}
-    active = {key for key in schema.params if schema.visible(key, context)}
-    for key, spec in schema.params.items():
+    visible_sections = {s.key for s in schema.sections if s.is_visible(context)}
+    active = {key for key, spec in params.items() if spec.section in visible_sections and spec.is_visible(context)}
+    for key, spec in params.items():
         if key not in active:
             if key in failed:  # ignored for this training type: keep the stored values well-typed
                 clean[key] = _default(spec)
@@ -431,7 +433,7 @@ def _cross_field(state: _Pass) -> None:
 
 # -- paths -------------------------------------------------------------------------------
 
-_PathCheck = Callable[[Path, str], "tuple[str | None, str | None]"]
+_PathCheck = Callable[[Path, str], tuple[str | None, str | None]]
 
 
 def _must_exist(path: Path, shown: str, kind: str | None) -> str | None:

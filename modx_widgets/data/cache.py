@@ -26,7 +26,7 @@ import numpy as np
 from .check import DataReport
 from .tokenize import TokenizedData
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 _HASH_BLOCK = 1 << 20
 
 
@@ -96,8 +96,10 @@ def save_entry(cache_dir: str | Path, key: str, report: DataReport, data: Tokeni
     root = Path(cache_dir)
     root.mkdir(parents=True, exist_ok=True)
     final = root / key
-    if final.exists():
-        return
+    if final.exists():  # only reached when load_entry found it damaged: replace it
+        trash = Path(tempfile.mkdtemp(prefix=f".{key}.old.", dir=root))
+        os.replace(final, trash / "entry")
+        shutil.rmtree(trash, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=root))
     try:
         offsets = pa.array(data.offsets, type=pa.int64())

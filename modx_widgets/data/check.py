@@ -229,11 +229,13 @@ def _first_nonblank(p: Path) -> str | None:
     return None
 
 
-def scan_file(path: str | Path, training_type: str, *, keep: bool = True) -> tuple[DataReport, list[Any]]:
-    """Check `path` and return (report, usable records in file order).
+def scan_file(
+    path: str | Path, training_type: str, *, keep: bool = True
+) -> tuple[DataReport, list[Any], list[int]]:
+    """Check `path` and return (report, usable records in file order, their 1-based line numbers).
 
     SFT records are the parsed dicts; pre-training records are the document strings.
-    With keep=False the records are not collected (check only)."""
+    With keep=False nothing is collected (check only)."""
     if training_type not in TRAINING_TYPES:
         raise DataError(f"training_type must be one of {', '.join(TRAINING_TYPES)}, got {training_type!r}")
     p = _open_checked(path)
@@ -247,6 +249,7 @@ def scan_file(path: str | Path, training_type: str, *, keep: bool = True) -> tup
     check = sft_record_problem if training_type == "sft" else pretrain_record_problem
 
     records: list[Any] = []
+    line_numbers: list[int] = []
     problems: list[LineProblem] = []
     total = blank = rejected = 0
     for number, line in _lines(p):
@@ -257,6 +260,7 @@ def scan_file(path: str | Path, training_type: str, *, keep: bool = True) -> tup
         if fmt == "text":
             if keep:
                 records.append(line)
+                line_numbers.append(number)
             continue
         try:
             value = json.loads(line)
@@ -267,6 +271,7 @@ def scan_file(path: str | Path, training_type: str, *, keep: bool = True) -> tup
         if problem is None:
             if keep:
                 records.append(value if training_type == "sft" else value["text"])
+                line_numbers.append(number)
             continue
         rejected += 1
         if len(problems) < MAX_STORED_PROBLEMS:
@@ -284,11 +289,11 @@ def scan_file(path: str | Path, training_type: str, *, keep: bool = True) -> tup
     if report.usable == 0:
         shown = "; ".join(str(x) for x in problems[:3])
         raise DataError(f"no usable lines in {p}: all {total} lines were rejected ({shown})", report=report)
-    return report, records
+    return report, records, line_numbers
 
 
 def check_file(path: str | Path, training_type: str) -> DataReport:
     """Check a data file without loading anything heavy; bad lines go into the report,
     unreadable files raise DataError."""
-    report, _ = scan_file(path, training_type, keep=False)
+    report, _, _ = scan_file(path, training_type, keep=False)
     return report

@@ -76,6 +76,11 @@ class PreparedData:
     stats: DataStats
     sequential: bool  # True: feed train in its given order every epoch (reshuffle off)
     eval_report: DataReport | None = None
+    # SFT: 1-based line of the train file behind each train / eval example, in dataset order
+    # (for a data inspector, and to line up other tools on the very same examples). Pre-training
+    # blocks mix documents, so these stay None there.
+    train_lines: list[int] | None = None
+    eval_lines: list[int] | None = None
 
 
 def _options(values: Mapping[str, Any]) -> dict[str, Any]:
@@ -89,7 +94,9 @@ def _options(values: Mapping[str, Any]) -> dict[str, Any]:
 def _tokenize_file(
     path: str | Path, training_type: str, tokenizer, max_seq_length: int, cache_dir: str | Path | None
 ) -> tuple[DataReport, TokenizedData, bool]:
-    """Check and tokenize one file, through the cache when a cache_dir is given."""
+    """Check and tokenize one file, through the cache when a cache_dir is given.
+
+    The returned data's `kept` holds the file line number of every example."""
     if training_type == "sft":
         require_chat_template(tokenizer)  # fail before reading a large file
     key = None
@@ -103,9 +110,14 @@ def _tokenize_file(
         hit = _cache.load_entry(cache_dir, key)
         if hit is not None:
             return hit[0], hit[1], True
-    report, records = scan_file(path, training_type)
+    report, records, line_numbers = scan_file(path, training_type)
     if training_type == "sft":
-        data = tokenize_conversations(records, tokenizer, max_seq_length)
+        try:
+            data = tokenize_conversations(records, tokenizer, max_seq_length)
+        except DataError as exc:
+            if exc.record is None:
+                raise
+            raise DataError(f"{path}, line {line_numbers[exc.record]}: {exc}") from exc
         if len(data) == 0:
             raise DataError(
                 f"every conversation in {path} lost all its assistant tokens to truncation at "
@@ -113,6 +125,7 @@ def _tokenize_file(
             )
     else:
         data = tokenize_documents(records, tokenizer)
+    data.kept = np.asarray(line_numbers, dtype=np.int64)[data.kept]
     if key is not None:
         _cache.save_entry(cache_dir, key, report, data)
     return report, data, False
@@ -200,7 +213,11 @@ def load_datasets(
         stats.eval_lengths = evaluation.lengths.tolist()
         stats.eval_tokens = int(evaluation.lengths.sum())
     stats.seconds = time.perf_counter() - started
+    lines = {}
+    if training_type == "sft":
+        lines = {"train_lines": train.kept.tolist(), "eval_lines": evaluation.kept.tolist() if evaluation is not None else None}
     return PreparedData(
+        **lines,
         train=train.to_dataset(),
         eval=evaluation.to_dataset() if evaluation is not None and len(evaluation) else None,
         report=report,

@@ -102,6 +102,19 @@ def require_chat_template(tokenizer) -> str:
     return template
 
 
+def _plain_messages(messages: Sequence[Any]) -> list[dict[str, str]] | None:
+    """Fresh {"role", "content"} dicts of exact str values, or None if any message has more."""
+    out = []
+    for m in messages:
+        if type(m) is not dict or len(m) != 2:
+            return None
+        role, content = m.get("role"), m.get("content")
+        if type(role) is not str or type(content) is not str:
+            return None
+        out.append({"role": role, "content": content})
+    return out
+
+
 def _clean(messages: Sequence[dict]) -> list[dict]:
     # Like apply_chat_template: keys whose value is None are dropped before rendering.
     return [{k: v for k, v in m.items() if v is not None} for m in messages]
@@ -111,12 +124,18 @@ class _Renderer:
     """Renders conversations to text plus assistant character spans."""
 
     def __init__(self, tokenizer) -> None:
-        from transformers.utils.chat_template_utils import render_jinja_template
+        from transformers.utils import chat_template_utils as ctu
 
-        self._render = render_jinja_template
+        self._render = ctu.render_jinja_template
         self.template = require_chat_template(tokenizer)
-        self.kwargs = dict(tokenizer.special_tokens_map)
+        self.kwargs = {k: str(v) for k, v in tokenizer.special_tokens_map.items()}
         self.has_generation = bool(_GENERATION_TAG.search(self.template))
+        # Fast path for plain {"role", "content"} string messages: skip the per-message deep copy
+        # that render_jinja_template does to sanitise arbitrary objects. Private helpers, so
+        # guarded: without them the public function is used.
+        compile_ = getattr(ctu, "_compile_jinja_template", None)
+        self._with_indices = getattr(ctu, "_render_with_assistant_indices", None)
+        self._compiled = compile_(self.template) if compile_ and self._with_indices else None
 
     def text(self, conversations: list[list[dict]], add_generation_prompt: bool = False) -> list[str]:
         rendered, _ = self._render(
@@ -125,8 +144,17 @@ class _Renderer:
         return rendered
 
     def __call__(self, conversations: list[list[dict]]) -> tuple[list[str], list[list[tuple[int, int]]]]:
-        conversations = [_clean(c) for c in conversations]
         try:
+            if self.has_generation and self._compiled is not None:
+                plain = [_plain_messages(c) for c in conversations]
+                if all(p is not None for p in plain):
+                    texts, spans = [], []
+                    for messages in plain:
+                        text, indices = self._with_indices(self._compiled, messages, None, None, False, **self.kwargs)
+                        texts.append(text)
+                        spans.append(list(indices))
+                    return texts, spans
+            conversations = [_clean(c) for c in conversations]
             if self.has_generation:
                 texts, spans = self._render(
                     conversations, chat_template=self.template, return_assistant_tokens_mask=True, **self.kwargs
@@ -138,8 +166,8 @@ class _Renderer:
             raise
         except Exception as exc:  # jinja raise_exception(), missing keys, ...
             raise DataError(
-                f"the tokenizer's chat template failed on a conversation: {exc}. "
-                "Check that the data's roles and message order suit this model's template."
+                f"the tokenizer's chat template refused a conversation ({exc}); "
+                "check that its roles and their order suit this model's template"
             ) from exc
 
     def _diff_spans(self, messages: list[dict], full: str) -> list[tuple[int, int]]:
@@ -226,7 +254,15 @@ def tokenize_conversations(
 
     def flush() -> None:
         nonlocal truncated, dropped, index
-        texts, char_spans = render(batch)
+        try:
+            texts, char_spans = render(batch)
+        except DataError:
+            for j, conversation in enumerate(batch):  # name the conversation to blame
+                try:
+                    render([conversation])
+                except DataError as one:
+                    raise DataError(str(one), record=index + j) from one.__cause__
+            raise
         if backend is not None:
             encodings = backend.encode_batch(texts, add_special_tokens=False)
             all_ids = [e.ids for e in encodings]

@@ -172,7 +172,8 @@ def execute(
         from .logs import library_logs_to
 
         with library_logs_to(sink, prepared.values.get("log_level", "info")):
-            outcome = _train(prepared, sink, stop_event, list(callbacks), clock)
+            cache_dir = workspace.task_dir(task_name) / "data_cache"  # tokenized data, reused on resume
+            outcome = _train(prepared, sink, stop_event, list(callbacks), clock, cache_dir)
     except BaseException as exc:  # noqa: BLE001 - every failure must end in a final status
         message = f"{type(exc).__name__}: {exc}" if not str(exc) else str(exc)
         if isinstance(exc, KeyboardInterrupt):
@@ -189,10 +190,12 @@ def execute(
     return outcome.state
 
 
-def _train(prepared: Prepared, sink: RunSink, stop_event: threading.Event, extra: list[Any], clock) -> _Outcome:
+def _train(
+    prepared: Prepared, sink: RunSink, stop_event: threading.Event, extra: list[Any], clock, cache_dir: Path | None
+) -> _Outcome:
     from transformers import EarlyStoppingCallback, set_seed
 
-    from ..config.build import training_arguments
+    from ..config.build import early_stopping_plan, training_arguments
     from ..data import collator, load_datasets
     from .callbacks import EventCallback, IntervalSaveCallback, StopCallback
     from .model import add_adapter, is_peft, load_model, load_tokenizer, save_merged
@@ -204,7 +207,7 @@ def _train(prepared: Prepared, sink: RunSink, stop_event: threading.Event, extra
 
     set_seed(seed)
     tokenizer = load_tokenizer(values)
-    data = load_datasets(values, tt, tokenizer)
+    data = load_datasets(values, tt, tokenizer, cache_dir=cache_dir)
     sink(Message(level="info", text=_data_summary(data)))
     if stop_event.is_set():
         return _Outcome("Stopped", "stopped before training started; nothing to resume")
@@ -220,6 +223,9 @@ def _train(prepared: Prepared, sink: RunSink, stop_event: threading.Event, extra
     if values.get("save_strategy") != "no":
         cbs.append(IntervalSaveCallback(float(values["save_interval_minutes"]), clock=clock))
     if int(values.get("early_stopping_patience") or 0) > 0:
+        _, note = early_stopping_plan(values)
+        if note:
+            sink(Message(level="warning", text=note))
         cbs.append(
             EarlyStoppingCallback(
                 early_stopping_patience=int(values["early_stopping_patience"]),

@@ -66,5 +66,9 @@ def check_name(name: object, what: str = "task") -> str:
 
 
 def same_name(a: str, b: str) -> bool:
-    """Names clash case-insensitively, as they would on macOS and Windows file systems."""
-    return a.casefold() == b.casefold()
+    """Names clash case-insensitively, as they would on macOS and Windows file systems.
+
+    Only ASCII case is folded: unicode folding would let a hand-made folder such as
+    "\u017fft" (long s) answer for "sft".
+    """
+    return a.isascii() and b.isascii() and a.lower() == b.lower()

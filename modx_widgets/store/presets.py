@@ -11,6 +11,7 @@ from functools import lru_cache
 from importlib import resources
 
 from .errors import StoreError
+from .names import same_name
 from .records import TemplateRecord, template_from_json
 
 # File order is the order shown to the user.
@@ -45,7 +46,7 @@ def preset_names() -> list[str]:
 def find_preset(name: str) -> TemplateRecord | None:
     """The preset called `name` (case-insensitive), as a fresh record the caller may mutate."""
     for preset in _presets():
-        if preset.name.casefold() == name.casefold():
+        if same_name(preset.name, name):
             return TemplateRecord(preset.name, preset.training_type, _copy(preset.values), True)
     return None
 

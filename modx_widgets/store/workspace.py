@@ -28,7 +28,7 @@ from typing import Any, Iterable, Mapping
 from ..events import Checkpoint, Error, Eval, Event, Log, Message, Progress, Status, from_dict, to_dict
 from .errors import StoreError
 from .files import append_text, read_complete_lines, read_json, write_json_atomic
-from .names import check_name, name_problem
+from .names import check_name, name_problem, same_name
 from .presets import find_preset, preset_names
 from .process import is_pid_alive, this_host
 from .records import (
@@ -108,8 +108,7 @@ class Workspace:
 
     def _existing_task(self, name: str) -> str | None:
         """The on-disk spelling of task `name`, matched ignoring case."""
-        folded = name.casefold()
-        return next((e for e in self._entries(self.tasks_root) if e.casefold() == folded), None)
+        return next((e for e in self._entries(self.tasks_root) if same_name(e, name)), None)
 
     def task_dir(self, name: str) -> Path:
         """Folder of task `name` (existing spelling if any); it need not exist yet."""
@@ -131,9 +130,9 @@ class Workspace:
         if problem:
             raise StoreError(problem)
         base = f"{training_type}_{(now or datetime.now()):%Y%m%d_%H%M%S}"
-        taken = {e.casefold() for e in self._entries(self.tasks_root)}
+        taken = {e.lower() for e in self._entries(self.tasks_root)}
         name, n = base, 2
-        while name.casefold() in taken:
+        while name.lower() in taken:
             name, n = f"{base}_{n}", n + 1
         return name
 
@@ -167,7 +166,7 @@ class Workspace:
         leaves every template untouched.
         """
         check_name(name, "task")
-        record = self._checked_task(TaskRecord(name, training_type, template or None, device, dict(values), temporary))
+        record = self._checked_task(TaskRecord(name, training_type, template or None, device, values, temporary))  # type: ignore[arg-type]
         clash = self._existing_task(name)
         if clash is not None:
             raise StoreError(f"a task named {clash!r} already exists (names ignore case); choose another name")
@@ -227,7 +226,7 @@ class Workspace:
     def list_tasks(self) -> list[TaskInfo]:
         """Every task folder with its state; a broken one is listed with its problem, never raised."""
         infos = []
-        for entry in sorted(self._entries(self.tasks_root), key=str.casefold):
+        for entry in sorted(self._entries(self.tasks_root), key=str.lower):
             if not (self.tasks_root / entry).is_dir():
                 continue
             problem = name_problem(entry, "task")
@@ -327,16 +326,14 @@ class Workspace:
 
     def _user_templates(self) -> list[str]:
         names = []
-        presets = {p.casefold() for p in preset_names()}
         for entry in self._entries(self.templates_root):
             stem, ext = os.path.splitext(entry)
-            if ext == ".json" and name_problem(stem, "template") is None and stem.casefold() not in presets:
+            if ext == ".json" and name_problem(stem, "template") is None and find_preset(stem) is None:
                 names.append(stem)
-        return sorted(names, key=str.casefold)
+        return sorted(names, key=str.lower)
 
     def _existing_template(self, name: str) -> str | None:
-        folded = name.casefold()
-        return next((t for t in self._user_templates() if t.casefold() == folded), None)
+        return next((t for t in self._user_templates() if same_name(t, name)), None)
 
     def _template_path(self, name: str) -> Path:
         return self._contained(self.templates_root / f"{name}.json", self.templates_root)

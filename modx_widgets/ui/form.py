@@ -20,8 +20,8 @@ from ..schema.spec import ParamSpec, Schema, SectionSpec, load_schema
 ERROR_COLOUR = "#c62828"
 WARNING_COLOUR = "#b26a00"
 HELP_COLOUR = "#666"
-LABEL_WIDTH = "17em"
-CONTROL_WIDTH = "24em"
+LABEL_WIDTH = "15em"
+CONTROL_WIDTH = "20em"
 
 ChangeCallback = Callable[[set[str]], None]
 
@@ -111,16 +111,16 @@ class ParamField:
         self.spec = spec
         star = f' <span style="color:{ERROR_COLOUR}" title="required">*</span>' if spec.required else ""
         self.label = widgets.HTML(
-            f'<span title="{html.escape(spec.help)}">{html.escape(spec.label)}{star}</span>',
+            f'<div title="{html.escape(spec.help)}" style="line-height:1.35">{html.escape(spec.label)}{star}</div>',
             layout=widgets.Layout(width=LABEL_WIDTH, min_width=LABEL_WIDTH),
         )
         self.control = _make_control(spec)
         self.control.tooltip = spec.help
         self.control.add_class(f"modx-param-{spec.key}")
-        self.message = widgets.HTML("", layout=widgets.Layout(display="none"))
+        self.message = widgets.HTML("", layout=widgets.Layout(display="none", flex="1 1 0%", min_width="12em"))
         self.message.add_class("modx-field-message")
         self.help = widgets.HTML(
-            f'<span style="color:{HELP_COLOUR};font-size:85%">{html.escape(spec.help)}</span>',
+            f'<div style="color:{HELP_COLOUR};font-size:85%;line-height:1.35">{html.escape(spec.help)}</div>',
             layout=widgets.Layout(margin=f"0 0 6px {LABEL_WIDTH}"),
         )
         self.box = widgets.VBox(
@@ -164,8 +164,8 @@ class ParamField:
         colour = ERROR_COLOUR if level == "error" else WARNING_COLOUR
         with self.message.hold_sync():
             self.message.value = (
-                f'<span style="color:{colour};margin-left:8px" class="modx-{level}">'
-                f"{'&#9888;' if level == 'error' else '&#9432;'} {html.escape(text)}</span>"
+                f'<div style="color:{colour};margin-left:8px;line-height:1.35" class="modx-{level}">'
+                f"{'&#9888;' if level == 'error' else '&#9432;'} {html.escape(text)}</div>"
                 if level
                 else ""
             )

@@ -168,6 +168,7 @@ class PrepareWidget(widgets.VBox):
         self._clean: dict[str, Any] = {}
         self._examples: dict[tuple[str, float, str], int | str] = {}
         self._gpu_count = 0
+        self._env_generation = 0
 
         self._panel = TaskPanel(
             TaskActions(
@@ -401,7 +402,7 @@ class PrepareWidget(widgets.VBox):
         loose = self._form.show_problems(errors, result.warnings)
         self._show_summary(errors, loose)
         self._update_estimate()
-        self._env_worker.request(dict(result.values), self.training_type, self.device)
+        self._request_env_check()
 
     def _label(self, key: str) -> str:
         if key in self._schema.params:
@@ -431,51 +432,63 @@ class PrepareWidget(widgets.VBox):
         except OSError:
             return None
 
-    def _update_estimate(self) -> None:
+    def _estimate_text(self) -> str:
         key = self._data_key()
         if key is None:
-            text = "Expected checkpoints: known once the training data file is readable."
-        elif key not in self._examples:
-            text = "Expected checkpoints: counting the training data..."
+            return "Expected checkpoints: known once the training data file is readable."
+        if key not in self._examples:
             self._data_worker.request(key)
-        else:
-            count = self._examples[key]
-            if isinstance(count, str):
-                text = f"Expected checkpoints: unknown ({count})"
-            elif set(self._errors) - {"task_name"}:
-                text = f"Training data: {count} usable example(s); checkpoints are estimated once the values are valid."
-            else:
-                devices = self._gpu_count if self.device == "all" else 1
-                steps = estimate_total_steps(self._clean, count, devices)
-                ckpts = estimate_checkpoints(self._clean, count, devices)
-                about = " (pre-training packs lines into blocks, so this is rough)" if self.training_type == "pretrain" else ""
-                text = (
-                    f"Expected checkpoints: {ckpts} ({steps} steps from {count} usable example(s), "
-                    f"kept at most {self._clean['save_total_limit']}){about}"
-                )
-        value = f'<span style="color:#444">{html.escape(text)}</span>'
-        if self._checkpoints.value != value:
-            self._checkpoints.value = value
+            return "Expected checkpoints: counting the training data..."
+        count = self._examples[key]
+        if isinstance(count, str):
+            return f"Expected checkpoints: unknown ({count})"
+        if set(self._errors) - {"task_name"}:
+            return f"Training data: {count} usable example(s); checkpoints are estimated once the values are valid."
+        devices = self._gpu_count if self.device == "all" else 1
+        steps = estimate_total_steps(self._clean, count, devices)
+        ckpts = estimate_checkpoints(self._clean, count, devices)
+        rough = " (pre-training packs lines into blocks, so this is rough)" if self.training_type == "pretrain" else ""
+        return (
+            f"Expected checkpoints: {ckpts} ({steps} steps from {count} usable example(s), "
+            f"kept at most {self._clean['save_total_limit']}){rough}"
+        )
+
+    def _update_estimate(self) -> None:
+        """The one writer of the estimate line (main thread on edits, data thread when counted)."""
+        with self._lock:
+            value = f'<span style="color:#444">{html.escape(self._estimate_text())}</span>'
+            if self._checkpoints.value != value:
+                self._checkpoints.value = value
 
     def _count_examples_bg(self, key: tuple[str, float, str]) -> None:
         path, _mtime, training_type = key
         try:
             from ..data import check_file
 
-            self._examples[key] = check_file(path, training_type).usable
+            count: int | str = check_file(path, training_type).usable
         except Exception as exc:  # noqa: BLE001 - DataError or anything else: the estimate says why
-            self._examples[key] = str(exc)
+            count = str(exc)
         with self._lock:
+            self._examples[key] = count
             if self._data_key() == key:
                 self._update_estimate()
 
     # -- environment and devices ------------------------------------------------------------
-    def _check_environment_bg(self, values: dict[str, Any], training_type: str, device: str) -> None:
+    def _request_env_check(self) -> None:
+        with self._lock:
+            self._env_generation += 1
+            self._env_worker.request(self._env_generation, dict(self._clean), self.training_type, self.device)
+
+    def _check_environment_bg(self, generation: int, values: dict[str, Any], training_type: str, device: str) -> None:
         from ..envcheck import check_environment
 
-        self._show_env(check_environment(values, training_type, device))
+        report = check_environment(values, training_type, device)
+        with self._lock:
+            if generation == self._env_generation:  # a newer check (or Start's own) wins
+                self._show_env(report)
 
     def _show_env(self, report: Any) -> None:
+        """The one writer of the environment line; callers hold the lock."""
         lines = [(item.level, f"{item.name}: {item.detail}") for item in report.items if item.level != "info"]
         state = "ready" if report.ok else "blocks Start"
         colour = "#2e7d32" if report.ok else ERROR_COLOUR
@@ -486,9 +499,8 @@ class PrepareWidget(widgets.VBox):
             f'<span style="color:#666;font-size:85%">{html.escape(detail)}</span></details>'
             + _html_lines(lines)
         )
-        with self._lock:
-            if self._env.value != value:
-                self._env.value = value
+        if self._env.value != value:
+            self._env.value = value
 
     def _warm_up_bg(self) -> None:
         """List the GPUs for the device picker, then pre-import the monitor's chart library."""
@@ -795,14 +807,16 @@ class PrepareWidget(widgets.VBox):
         with self._lock:
             if self._run_task is not None:
                 self._panel.set_state(self._run_task, event.state)
-            self._sync_buttons()
+            # the thread is still alive while it reports its final state, so say it explicitly
+            self._sync_buttons(running=event.state not in FINAL_STATES)
             if event.state in FINAL_STATES and self._loaded == self._run_task:
                 self._say(f"Task {self._run_task!r} ended: {event.state}"
                           + (f" ({event.message})" if event.message else ""),
                           "error" if event.state == "Failed" else "info")
 
-    def _sync_buttons(self) -> None:
-        running = self.running
+    def _sync_buttons(self, running: bool | None = None) -> None:
+        """Start is off while this widget's run trains; Stop is on only when that run is on screen."""
+        running = self.running if running is None else running
         following = running and self._run_task == self._loaded
         self._start_button.disabled = running
         self._stop_button.disabled = not following
@@ -815,8 +829,10 @@ class PrepareWidget(widgets.VBox):
         problems = dict(self._errors)
         if self.running:
             problems["run"] = f"task {self._run_task!r} is still running: stop it or wait for it first"
-        report = check_environment(self._clean, self.training_type, self.device)
-        self._show_env(report)
+        with self._lock:
+            self._env_generation += 1  # results of older background checks are now stale
+            report = check_environment(self._clean, self.training_type, self.device)
+            self._show_env(report)
         for item in report.errors:
             problems[f"env:{item.name}"] = item.detail
         return problems

@@ -35,7 +35,7 @@ class TaskActions:
     delete_template: Callable[[str], Any]
 
 
-def _labelled(schema: Schema, key: str, control: widgets.DOMWidget) -> widgets.HBox:
+def _labelled(schema: Schema, key: str, control: widgets.DOMWidget, *extra: widgets.Widget) -> widgets.HBox:
     spec = schema.basic_param(key)
     control.tooltip = spec.help
     star = ' <span style="color:#c62828">*</span>' if spec.required else ""
@@ -43,7 +43,7 @@ def _labelled(schema: Schema, key: str, control: widgets.DOMWidget) -> widgets.H
         f'<span title="{html.escape(spec.help)}">{html.escape(spec.label)}{star}</span>',
         layout=widgets.Layout(width="9em", min_width="9em"),
     )
-    return widgets.HBox([label, control])
+    return widgets.HBox([label, control, *extra])
 
 
 class _TaskRow:
@@ -52,11 +52,13 @@ class _TaskRow:
     def __init__(self, name: str, state: str, problem: str | None, actions: TaskActions) -> None:
         self.name = name
         self.button = widgets.Button(
-            description=name, tooltip=problem or f"Open task {name}", layout=widgets.Layout(width="14em")
+            description=f"\u26a0 {name}" if problem else name,  # a broken task is marked; the tooltip says why
+            tooltip=problem or f"Open task {name}",
+            layout=widgets.Layout(width="14em"),
         )
         self.button.on_click(lambda _b: actions.select(name))
         self.badge = StatusBadge(state if state in STATES else "Failed")
-        self.delete = widgets.Button(icon="trash", tooltip=f"Delete task {name}", layout=widgets.Layout(width="2.6em"))
+        self.delete = widgets.Button(icon="trash", tooltip=f"Delete task {name}", layout=widgets.Layout(width="36px"))
         self.delete.on_click(lambda _b: actions.delete(name))
         self.box = widgets.HBox([self.button, self.badge, self.delete])
         self.box.add_class("modx-task-row")
@@ -82,13 +84,13 @@ class TaskPanel(widgets.VBox):
         self._actions = actions
         self.task_name = widgets.Text(continuous_update=False, layout=widgets.Layout(width="17em"))
         self.task_name.add_class("modx-task-name")
-        self.template = widgets.Dropdown(options=[], layout=widgets.Layout(width="14em"))
+        self.template = widgets.Dropdown(options=[], layout=widgets.Layout(width="calc(17em - 40px)"))
         self.delete_template_button = widgets.Button(
             icon="trash", tooltip="Delete the selected template (presets cannot be deleted)",
-            layout=widgets.Layout(width="2.6em"),
+            layout=widgets.Layout(width="36px"),
         )
         self.delete_template_button.on_click(lambda _b: self._call(actions.delete_template, self.template.value))
-        self.save_as_name = widgets.Text(placeholder="new template name", layout=widgets.Layout(width="12em"))
+        self.save_as_name = widgets.Text(placeholder="new template name", layout=widgets.Layout(width="11em"))
         self.save_as_button = widgets.Button(description="Save As", tooltip="Save the current parameters as a template")
         self.save_as_button.on_click(lambda _b: self._call(actions.save_template, self.save_as_name.value.strip()))
         self.temporary = widgets.Checkbox(
@@ -111,9 +113,8 @@ class TaskPanel(widgets.VBox):
             [
                 widgets.HTML("<b>Basic Config</b>"),
                 _labelled(schema, "task_name", self.task_name),
-                _labelled(schema, "template", self.template),
-                widgets.HBox([self.delete_template_button, self.save_as_name, self.save_as_button],
-                             layout=widgets.Layout(margin="0 0 0 9em")),
+                _labelled(schema, "template", self.template, self.delete_template_button),
+                widgets.HBox([self.save_as_name, self.save_as_button], layout=widgets.Layout(margin="0 0 0 9em")),
                 widgets.HBox([self.temporary], layout=widgets.Layout(margin="0 0 0 9em")),
                 _labelled(schema, "training_type", self.training_type),
                 _labelled(schema, "device", self.device),
@@ -121,7 +122,7 @@ class TaskPanel(widgets.VBox):
                 self.task_list,
                 self.message,
             ],
-            layout=widgets.Layout(width="32em", min_width="32em", padding="0 12px 0 0"),
+            layout=widgets.Layout(width="29em", min_width="29em", padding="0 12px 0 0"),
         )
         self.add_class("modx-task-panel")
 

@@ -86,6 +86,11 @@ class NotebookPage:
         # this notebook's kernel as idle with the page connected to it.
         wait_until(self._kernel_connected, timeout_s, f"a connected kernel for {self.name}")
         self.wait_kernel_idle(timeout_s)
+        if self.server.kind == "lab":
+            # Fold the file browser away: the widget gets the width, the screenshots show more of it.
+            current = self.page.locator(".jp-SideBar.jp-mod-left .lm-TabBar-tab.lm-mod-current")
+            if current.count():
+                current.first.click()
         return self
 
     def _kernel_connected(self) -> bool:

@@ -62,6 +62,18 @@ def browser(chromium_path: str) -> Iterator[object]:
         chromium.close()
 
 
+def _new_page(browser: object, console: ConsoleLog) -> tuple[object, object]:
+    context = browser.new_context(viewport=VIEWPORT)  # type: ignore[attr-defined]
+    context.set_default_timeout(30_000)
+    pg = context.new_page()
+    pg.on("console", console)
+    return context, pg
+
+
+def _screenshot_name(request: pytest.FixtureRequest) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", request.node.name)
+
+
 @pytest.fixture
 def console() -> ConsoleLog:
     return ConsoleLog()
@@ -69,20 +81,37 @@ def console() -> ConsoleLog:
 
 @pytest.fixture
 def page(browser: object, console: ConsoleLog, request: pytest.FixtureRequest) -> Iterator[object]:
-    """A fresh page; at teardown its full-page screenshot goes to test-artifacts/<test name>.png."""
-    context = browser.new_context(viewport=VIEWPORT)  # type: ignore[attr-defined]
-    context.set_default_timeout(30_000)
-    pg = context.new_page()
-    pg.on("console", console)
+    """A fresh page; at teardown its screenshot goes to test-artifacts/<test name>.png."""
+    context, pg = _new_page(browser, console)
     yield pg
-    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", request.node.name)
     try:
-        shot(pg, ARTIFACTS, name)
+        shot(pg, ARTIFACTS, _screenshot_name(request))
     finally:
         context.close()
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
+def module_console() -> ConsoleLog:
+    return ConsoleLog()
+
+
+@pytest.fixture(scope="module")
+def module_page(browser: object, module_console: ConsoleLog) -> Iterator[object]:
+    """One page shared by the tests of a module (open a notebook once, test several behaviours)."""
+    context, pg = _new_page(browser, module_console)
+    yield pg
+    context.close()
+
+
+@pytest.fixture(autouse=True)
+def _screenshot_module_page(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Tests on the shared module page also leave a screenshot named after themselves."""
+    yield
+    if "module_page" in request.fixturenames:
+        shot(request.getfixturevalue("module_page"), ARTIFACTS, _screenshot_name(request))
+
+
+@pytest.fixture(scope="session")
 def artifacts() -> Path:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     return ARTIFACTS
@@ -164,3 +193,9 @@ def voila_for(servers: _Servers) -> Iterator[object]:
     yield get
     for server in used:
         server.shutdown_kernels()
+
+
+@pytest.fixture(scope="module")
+def module_lab(servers: _Servers) -> Iterator[JupyterServer]:
+    """The session's JupyterLab for a module sharing one page; its kernels stop after the module."""
+    yield from _server_fixture(servers, "lab")

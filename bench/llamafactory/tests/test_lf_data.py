@@ -59,3 +59,15 @@ def test_a_file_with_nothing_convertible_is_an_error(tmp_path):
     src.write_text('{"messages": []}\n')
     with pytest.raises(ValueError, match="no conversation could be converted"):
         convert_jsonl(src, tmp_path / "lf")
+
+
+def test_order_writes_the_conversations_in_the_given_sequence(tmp_path):
+    src = make_sft_data(tmp_path / "train.jsonl", n=5, seed=4)
+    conv = convert_jsonl(src, tmp_path / "lf", dataset="d", order=[3, 0, 4])
+    data = json.loads((tmp_path / "lf" / "d.json").read_text())
+    originals = list(generate_conversations(5, seed=4))
+    assert conv.written == 3
+    assert [d["conversations"][-1]["value"] for d in data] == [
+        originals[i]["messages"][-1]["content"] for i in (3, 0, 4)]
+    with pytest.raises(ValueError, match="do not exist"):
+        convert_jsonl(src, tmp_path / "lf2", order=[0, 9])
