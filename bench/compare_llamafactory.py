@@ -173,8 +173,7 @@ def run_lf(wl: Workload, values: dict[str, Any], label: str, *, gradient_checkpo
     cfg_path = write_config(cfg, run_dir / "train.yaml")
     cmd = [str(ensure_lf_venv()), "train", str(cfg_path)]
     result = run_probed("llamafactory", cmd, run_dir, env_extra={"DISABLE_VERSION_CHECK": "1"})
-    _require_adapter(run_dir / "out", values if cfg["finetuning_type"] == "lora" else {**values, "use_lora": False},
-                     result)
+    _require_adapter(run_dir / "out", values, result)
     return result
 
 
@@ -423,9 +422,9 @@ def section_memory(wl: Workload, repeats: int) -> dict[str, Any]:
     lora_v = wl.values(max_steps=steps)
     full_v = wl.values(max_steps=steps, use_lora=False)
     rows = {}
-    for label, v, lf_extra in (("LoRA", lora_v, None), ("full", full_v, {"finetuning_type": "full"})):
+    for label, v in (("LoRA", lora_v), ("full", full_v)):
         ours, lf = interleave(repeats, lambda: run_ours(wl, v, f"mem_{label}"),
-                              lambda: run_lf(wl, v, f"mem_{label}", gradient_checkpointing=None, extra=lf_extra))
+                              lambda: run_lf(wl, v, f"mem_{label}", gradient_checkpointing=None))
         rows[label] = ([r.peak_rss_mb for r in ours], [r.peak_rss_mb for r in lf])
     return {
         "what": f"peak RSS of the whole process, {steps} steps, {wl.model_name} model",
@@ -567,6 +566,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": f"{platform.machine()}, {os.cpu_count()} CPU(s), Python {platform.python_version()}",
         "versions": _versions(),
     }}
+    out = ns.json or RESULTS / f"compare_llamafactory_{ns.model}.json"
     results["tokens"] = check_same_tokens(wl)
     print(f"[tokens] {results['tokens']}", flush=True)
     for name in wanted:
@@ -581,14 +581,18 @@ def main(argv: list[str] | None = None) -> int:
             results[name] = section_start(wl, ns.repeats, results.get("user"))
         elif name == "memory":
             results[name] = section_memory(wl, ns.repeats)
+        save(results, out)  # partial results survive a later failure
     results["meta"]["total_s"] = time.perf_counter() - t0
     text = report(results)
     print("\n" + text)
-    out = ns.json or RESULTS / f"compare_llamafactory_{ns.model}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({**results, "report": text}, indent=1, default=str))
+    save({**results, "report": text}, out)
     print(f"\nraw results: {out}")
     return 0
+
+
+def save(results: dict[str, Any], out: Path) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=1, default=str))
 
 
 def _versions() -> dict[str, str]:

@@ -402,8 +402,8 @@ def _activation_bytes(
     Per token, with E the bytes one block keeps (`_layer_elements`; float32, or the
     narrow part in 16 bits under autocast):
       without checkpointing: layers * E + E   (the extra E is backward scratch)
-      with checkpointing:    layers * 4 * H + E   (each block's float32 input, and one block
-                                                   recomputed during backward)
+      with checkpointing:    layers * 4 * H + 2 * E   (each block's float32 input, one block
+                                                       recomputed during backward, its scratch)
     plus the loss, 12 * vocab (float32 log-softmax output, its gradient and the logits'
     gradient are alive together in backward; 14 under autocast for the 16-bit logits),
     and 3 * H float32 for the final norm.
@@ -412,7 +412,7 @@ def _activation_bytes(
     layer = _layer_elements(m, lora, seq_len, device).bytes(2 if amp else _LOAD_DTYPE_BYTES)
     h = m.hidden_size
     if checkpointing:
-        per_token = m.num_layers * h * _LOAD_DTYPE_BYTES + layer
+        per_token = m.num_layers * h * _LOAD_DTYPE_BYTES + 2 * layer
     else:
         per_token = (m.num_layers + 1) * layer
     per_token += 3 * h * _LOAD_DTYPE_BYTES + (14 if amp else 12) * m.vocab_size

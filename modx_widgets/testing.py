@@ -143,7 +143,9 @@ def generate_documents(n: int, seed: int = 0) -> Iterator[str]:
         for _ in range(_size(rng, 4, 40)):
             if rng.random() < 0.2:
                 start = rng.randrange(50)
-                sentences.append("Counting: " + " ".join(str(i) for i in range(start, start + rng.randrange(3, 12))) + ".")
+                sentences.append(
+                    "Counting: " + " ".join(str(i) for i in range(start, start + rng.randrange(3, 12))) + "."
+                )
             else:
                 sentences.append(
                     f"{rng.choice(_NAMES)} {rng.choice(_VERBS)} the {rng.choice(_ADJ)} {rng.choice(_WORDS)}."

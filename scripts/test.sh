@@ -18,10 +18,16 @@ mkdir -p "$ARTIFACTS"
 export MODX_TEST_ARTIFACTS="$ARTIFACTS"
 export PYTHONPATH="$REPO/scripts${PYTHONPATH:+:$PYTHONPATH}"
 
+# Run everything under tests/ unless the arguments name test paths themselves.
+TARGETS=(tests)
+for arg in "$@"; do
+    if [[ "$arg" != -* && -e "${arg%%::*}" ]]; then TARGETS=(); fi
+done
+
 printf '\n==> running the tests (artifacts in %s)\n' "$ARTIFACTS"
 start=$(date +%s)
 rc=0
-"$REPO/.venv/bin/python" -m pytest tests \
+"$REPO/.venv/bin/python" -m pytest ${TARGETS[@]+"${TARGETS[@]}"} \
     -p pytest_skip_guard -p no:cacheprovider \
     -rfEs --durations=15 --timeout=900 \
     --junitxml="$ARTIFACTS/junit.xml" "$@" || rc=$?

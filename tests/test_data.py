@@ -76,13 +76,28 @@ BAD_LINES = [
     ({"messages": "hello"}, '"messages" must be a list'),
     ({"messages": ["hello"]}, "message 1 is a string, not an object"),
     ({"messages": [{"content": "x"}, {"role": "assistant", "content": "y"}]}, "role missing"),
-    ({"messages": [{"role": "bot", "content": "x"}, {"role": "assistant", "content": "y"}]}, 'role "bot" is not one of'),
-    ({"messages": [{"role": "user", "content": 5}, {"role": "assistant", "content": "y"}]}, '"content" must be a string'),
-    ({"messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": "  "}]}, "message 2 (assistant): empty content"),
+    (
+        {"messages": [{"role": "bot", "content": "x"}, {"role": "assistant", "content": "y"}]},
+        'role "bot" is not one of',
+    ),
+    (
+        {"messages": [{"role": "user", "content": 5}, {"role": "assistant", "content": "y"}]},
+        '"content" must be a string',
+    ),
+    (
+        {"messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": "  "}]},
+        "message 2 (assistant): empty content",
+    ),
     ({"messages": [{"role": "user"}, {"role": "assistant", "content": "y"}]}, 'no "content"'),
     ({"messages": [{"role": "user", "content": "only a question"}]}, "no assistant turn"),
     (
-        {"messages": [{"role": "user", "content": "x"}, {"role": "system", "content": "s"}, {"role": "assistant", "content": "y"}]},
+        {
+            "messages": [
+                {"role": "user", "content": "x"},
+                {"role": "system", "content": "s"},
+                {"role": "assistant", "content": "y"},
+            ]
+        },
         "message 2: a system message may only be the first",
     ),
 ]
@@ -456,13 +471,21 @@ def test_cache_misses_when_max_seq_length_the_file_or_the_tokenizer_change(tmp_p
     path = make_sft_data(tmp_path / "d.jsonl", n=10, seed=3)
     cache = tmp_path / "cache"
     load_datasets({"train_file": str(path), "max_seq_length": 96}, "sft", tok, cache_dir=cache)
-    assert not load_datasets({"train_file": str(path), "max_seq_length": 64}, "sft", tok, cache_dir=cache).stats.cache_hit
-    assert load_datasets({"train_file": str(path), "max_seq_length": 64, "seed": 9}, "sft", tok, cache_dir=cache).stats.cache_hit
+    assert not load_datasets(
+        {"train_file": str(path), "max_seq_length": 64}, "sft", tok, cache_dir=cache
+    ).stats.cache_hit
+    assert load_datasets(
+        {"train_file": str(path), "max_seq_length": 64, "seed": 9}, "sft", tok, cache_dir=cache
+    ).stats.cache_hit
     make_sft_data(path, n=10, seed=4)
-    assert not load_datasets({"train_file": str(path), "max_seq_length": 64}, "sft", tok, cache_dir=cache).stats.cache_hit
+    assert not load_datasets(
+        {"train_file": str(path), "max_seq_length": 64}, "sft", tok, cache_dir=cache
+    ).stats.cache_hit
     other = transformers.AutoTokenizer.from_pretrained(model_dir)
     other.chat_template = other.chat_template.replace("<|im_start|>", "<|im_start|> ")
-    assert not load_datasets({"train_file": str(path), "max_seq_length": 64}, "sft", other, cache_dir=cache).stats.cache_hit
+    assert not load_datasets(
+        {"train_file": str(path), "max_seq_length": 64}, "sft", other, cache_dir=cache
+    ).stats.cache_hit
 
 
 def test_a_damaged_cache_entry_is_rebuilt(tmp_path, tok):
@@ -493,8 +516,12 @@ def test_each_example_names_its_source_line_even_through_the_cache(tmp_path, tok
 
 def test_messages_with_extra_keys_render_like_apply_chat_template(tok):
     records = [
-        {"messages": [{"role": "user", "content": "Spell the word lemon.", "name": "Ada"},
-                      {"role": "assistant", "content": "l-e-m-o-n", "weight": None}]},
+        {
+            "messages": [
+                {"role": "user", "content": "Spell the word lemon.", "name": "Ada"},
+                {"role": "assistant", "content": "l-e-m-o-n", "weight": None},
+            ]
+        },
         GOOD,
     ]
     out = tokenize_conversations(records, tok, 512)

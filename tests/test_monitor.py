@@ -365,6 +365,19 @@ def test_reattaching_to_a_running_task_starts_from_its_stored_events_and_log_lev
     assert list(monitor.charts.train_raw.x) == list(range(1, 12))
 
 
+def test_history_none_means_a_fresh_run_even_for_a_task_with_stored_events(tmp_path):
+    from modx_widgets.store import Workspace
+
+    ws = Workspace(tmp_path)
+    ws.create_task("sft_again", "sft", "SFT", "cpu", {})
+    ws.append_events("sft_again", [Status(state="Running", time=1.0), _log(1, t=2.0), Status(state="Stopped", time=3.0)])
+    run = FakeRun(state="Running")
+    run.workspace, run.task_name = ws, "sft_again"
+    monitor = RunMonitor(tail_flush=False)
+    monitor.attach(run, history=None)
+    assert len(monitor.charts.train_raw.x) == 0 and monitor.state == "Running"
+
+
 def test_attach_to_a_run_takes_its_current_state():
     monitor = RunMonitor(tail_flush=False)
     monitor.attach(FakeRun(state="Running"))

@@ -36,8 +36,17 @@ def test_tiny_llama_loads_with_auto_classes_and_runs_forward(tiny, tok):
     n_params = sum(p.numel() for p in model.parameters())
     assert 100_000 <= n_params <= 1_000_000
     names = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
-    assert {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj",
-            "embed_tokens", "lm_head"} <= names
+    assert {
+        "q_proj",
+        "k_proj",
+        "v_proj",
+        "o_proj",
+        "gate_proj",
+        "up_proj",
+        "down_proj",
+        "embed_tokens",
+        "lm_head",
+    } <= names
     ids = tok("Count from 3 to 9.", return_tensors="pt")["input_ids"]
     logits = model(ids).logits
     assert logits.shape == (1, ids.shape[1], len(tok))
@@ -162,8 +171,13 @@ def test_tiny_model_learns_the_sft_data_within_twenty_steps(tiny, tok):
     torch.manual_seed(0)
 
     def encode(records):
-        enc = tok.apply_chat_template([r["messages"] for r in records], return_dict=True,
-                                      return_assistant_tokens_mask=True, padding=True, return_tensors="pt")
+        enc = tok.apply_chat_template(
+            [r["messages"] for r in records],
+            return_dict=True,
+            return_assistant_tokens_mask=True,
+            padding=True,
+            return_tensors="pt",
+        )
         labels = enc["input_ids"].masked_fill(enc["assistant_masks"] == 0, -100)
         return dict(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"], labels=labels)
 
@@ -177,7 +191,7 @@ def test_tiny_model_learns_the_sft_data_within_twenty_steps(tiny, tok):
     train = list(generate_conversations(80, seed=0))
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
     for step in range(20):
-        model(**encode(train[step * 4:step * 4 + 4])).loss.backward()
+        model(**encode(train[step * 4 : step * 4 + 4])).loss.backward()
         opt.step()
         opt.zero_grad()
     assert held_out_loss() < 0.85 * before

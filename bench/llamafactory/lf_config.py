@@ -54,25 +54,30 @@ def lf_train_config(
     on_gpu: bool = False,
     extra: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The config dict for `llamafactory-cli train` (SFT + LoRA) matching clean modx `values`.
+    """The config dict for `llamafactory-cli train` (SFT; LoRA, or full when use_lora is off).
 
     gradient_checkpointing: None keeps LLaMA-Factory's default (on, reentrant); True turns it on
     the way modx_widgets does (non-reentrant); False turns it off.
     """
     from modx_widgets.config.build import argument_kwargs
 
-    if not values.get("use_lora", True):
-        raise ValueError("the comparison is defined for LoRA SFT: set use_lora to true")
     ours = argument_kwargs(values, "sft", output_dir=str(output_dir), use_cpu=not on_gpu)
     cfg: dict[str, Any] = {
         "model_name_or_path": str(model_dir),
         "stage": "sft",
         "do_train": True,
-        "finetuning_type": "lora",
-        "lora_rank": int(values["lora_r"]),
-        "lora_alpha": int(values["lora_alpha"]),
-        "lora_dropout": float(values["lora_dropout"]),
-        "lora_target": ",".join(values["lora_target_modules"]),
+    }
+    if values.get("use_lora", True):
+        cfg.update({
+            "finetuning_type": "lora",
+            "lora_rank": int(values["lora_r"]),
+            "lora_alpha": int(values["lora_alpha"]),
+            "lora_dropout": float(values["lora_dropout"]),
+            "lora_target": ",".join(values["lora_target_modules"]),
+        })
+    else:  # use_lora off in an SFT task: every weight trains, as in our engine
+        cfg["finetuning_type"] = "full"
+    cfg.update({
         "dataset": dataset,
         "dataset_dir": str(dataset_dir),
         "template": template,
@@ -81,7 +86,7 @@ def lf_train_config(
         "output_dir": str(output_dir),
         "overwrite_output_dir": True,
         "report_to": "none",
-    }
+    })
     cfg.update({k: ours[k] for k in SHARED_ARGS if k in ours})
     # Our "reshuffle off" means one fixed order; LLaMA-Factory spells that disable_shuffling.
     if ours.get("train_sampling_strategy") == "sequential":

@@ -20,7 +20,7 @@ usable) raise `DataError`.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -137,7 +137,7 @@ def sft_record_problem(record: Any) -> str | None:
 def pretrain_record_problem(record: Any) -> str | None:
     """Why a JSONL pre-training record is unusable, or None."""
     if not isinstance(record, dict):
-        return f"expected a JSON object with a \"text\" field, got {_type_name(record)}"
+        return f'expected a JSON object with a "text" field, got {_type_name(record)}'
     if "text" not in record:
         return 'no "text" field'
     text = record["text"]
@@ -229,9 +229,7 @@ def _first_nonblank(p: Path) -> str | None:
     return None
 
 
-def scan_file(
-    path: str | Path, training_type: str, *, keep: bool = True
-) -> tuple[DataReport, list[Any], list[int]]:
+def scan_file(path: str | Path, training_type: str, *, keep: bool = True) -> tuple[DataReport, list[Any], list[int]]:
     """Check `path` and return (report, usable records in file order, their 1-based line numbers).
 
     SFT records are the parsed dicts; pre-training records are the document strings.

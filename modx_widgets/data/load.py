@@ -29,7 +29,6 @@ from . import cache as _cache
 from .check import DataReport, scan_file
 from .errors import DataError
 from .tokenize import (
-    IGNORE_INDEX,
     TokenizedData,
     pack_blocks,
     require_chat_template,
@@ -178,31 +177,37 @@ def load_datasets(
         sep = separator_id(tokenizer)  # fail early, before tokenizing
 
     report, data, hit = _tokenize_file(opts["train_file"], training_type, tokenizer, max_len, cache_dir)
-    eval_report = eval_data = None
+    eval_report = eval_file_data = None
     if eval_file:
-        eval_report, eval_data, eval_hit = _tokenize_file(eval_file, training_type, tokenizer, max_len, cache_dir)
+        eval_report, eval_file_data, eval_hit = _tokenize_file(eval_file, training_type, tokenizer, max_len, cache_dir)
         hit = hit and eval_hit
-    train_idx, eval_idx = _split(
-        len(data), seed, int(opts["max_samples"] or 0), ratio, split=eval_data is None and ratio > 0
+    train_idx, split_idx = _split(
+        len(data), seed, int(opts["max_samples"] or 0), ratio, split=eval_file_data is None and ratio > 0
     )
-    if eval_idx is not None:
-        eval_data, eval_order = data, eval_idx
-    elif eval_data is not None:
-        eval_order = np.arange(len(eval_data))
+    # Where eval examples come from: the eval file in file order, or the split-off part of train.
+    eval_source: tuple[TokenizedData, np.ndarray] | None = None
+    if eval_file_data is not None:
+        eval_source = (eval_file_data, np.arange(len(eval_file_data)))
+    elif split_idx is not None:
+        eval_source = (data, split_idx)
 
     stats = DataStats(training_type=training_type, max_seq_length=max_len, cache_hit=hit)
-    stats.truncated = data.truncated + (eval_data.truncated if eval_file and eval_data is not None else 0)
-    stats.dropped = data.dropped + (eval_data.dropped if eval_file and eval_data is not None else 0)
+    for counted in (data, eval_file_data):
+        if counted is not None:
+            stats.truncated += counted.truncated
+            stats.dropped += counted.dropped
     if training_type == "sft":
         train = _gather(data, train_idx)
-        evaluation = _gather(eval_data, eval_order) if eval_data is not None else None
+        evaluation = _gather(*eval_source) if eval_source else None
         stats.documents = len(train)
     else:
         train = pack_blocks(data, train_idx, sep, max_len)
-        evaluation = pack_blocks(eval_data, eval_order, sep, max_len) if eval_data is not None else None
+        evaluation = pack_blocks(eval_source[0], eval_source[1], sep, max_len) if eval_source else None
         stats.documents = len(train_idx)
         if len(train) == 0:
             raise DataError(f"the pre-training data in {opts['train_file']} is too short to fill even one block")
+    if evaluation is not None and len(evaluation) == 0:
+        evaluation = None
 
     stats.examples = len(train)
     stats.lengths = train.lengths.tolist()
@@ -213,15 +218,14 @@ def load_datasets(
         stats.eval_lengths = evaluation.lengths.tolist()
         stats.eval_tokens = int(evaluation.lengths.sum())
     stats.seconds = time.perf_counter() - started
-    lines = {}
-    if training_type == "sft":
-        lines = {"train_lines": train.kept.tolist(), "eval_lines": evaluation.kept.tolist() if evaluation is not None else None}
+    sft = training_type == "sft"
     return PreparedData(
-        **lines,
         train=train.to_dataset(),
-        eval=evaluation.to_dataset() if evaluation is not None and len(evaluation) else None,
+        eval=evaluation.to_dataset() if evaluation is not None else None,
         report=report,
         stats=stats,
         sequential=not bool(opts["reshuffle"]),
         eval_report=eval_report,
+        train_lines=train.kept.tolist() if sft else None,
+        eval_lines=evaluation.kept.tolist() if sft and evaluation is not None else None,
     )

@@ -15,6 +15,7 @@ DATA = "Bad data: fix the file and line named in the message (or remove the line
 PATH = "Bad path: check model_path, tokenizer_path, train_file and the other paths in the Data section."
 DISK = "Disk full: free space where output_dir lives, or lower save_total_limit to keep fewer checkpoints."
 PERMISSION = "No permission: choose an output_dir you can write to, or fix the folder's permissions."
+MODEL = "Damaged model files: download the model folder again (config.json + every *.safetensors shard)."
 CONFIG = "Check the parameter named in the message and start again."
 INVALID = "Fix the fields listed above and start again."
 
@@ -41,7 +42,7 @@ def hint_for(exc: BaseException) -> str:
         if name in ("DataError", "JSONDecodeError", "UnicodeDecodeError"):
             return DATA
         if name == "ModelError":
-            return CONFIG if "lora" in text else PATH
+            return CONFIG if "lora" in text else MODEL if "damaged" in text else PATH
         if isinstance(e, (FileNotFoundError, NotADirectoryError, IsADirectoryError)):
             return PATH
         if name in ("BuildError", "TaskInvalid"):

@@ -119,8 +119,13 @@ def load_model(values: Mapping[str, Any]) -> Any:
     path = check_model_dir(values.get("model_path"))
     try:
         model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32)
-    except (OSError, ValueError, KeyError) as exc:
-        raise ModelError(f"cannot load the model in {path}: {exc}") from None
+    except MemoryError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - safetensors/transformers raise many types here
+        raise ModelError(
+            f"cannot load the model in {path} ({type(exc).__name__}: {exc}); its files may be damaged or "
+            "incomplete: download the model folder again"
+        ) from exc
     model.config.use_cache = False  # no KV cache while training (and required by checkpointing)
     return model
 

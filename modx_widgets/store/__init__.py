@@ -7,7 +7,7 @@ nothing escapes the workspace root.
 from __future__ import annotations
 
 from .errors import StoreError
-from .names import MAX_NAME_LENGTH, check_name, name_problem
+from .names import MAX_NAME_LENGTH, check_name, name_problem, same_name
 from .process import is_pid_alive
 from .records import StatusRecord, TaskInfo, TaskRecord, TemplateRecord
 from .workspace import INTERRUPTED, Workspace
@@ -24,4 +24,5 @@ __all__ = [
     "check_name",
     "is_pid_alive",
     "name_problem",
+    "same_name",
 ]

@@ -30,6 +30,7 @@ __all__ = ["RunData", "RunMonitor", "format_duration", "progress_text"]
 
 _log = logging.getLogger(__name__)
 
+_AUTO = object()  # attach(history=...) left out: decide from the run
 _BAR_STYLE = {"Pending": "", "Running": "info", "Completed": "success", "Stopped": "warning", "Failed": "danger"}
 
 
@@ -283,17 +284,18 @@ class RunMonitor(w.VBox):
         self,
         run: Any,
         *,
-        history: Iterable[Any] | Callable[[], Iterable[Any]] | None = None,
+        history: Iterable[Any] | Callable[[], Iterable[Any]] | None | object = _AUTO,
         log_level: str | None = None,
     ) -> None:
         """Follow ``run`` live (anything with ``add_listener``/``remove_listener``).
 
         ``history`` (events, or a function returning them) lets the view start from what
         a run already under way has done.  It is read *after* subscribing, and live
-        events it already contains are skipped, so nothing is lost or drawn twice.  For a
-        ``TrainingRun`` that is already Running it defaults to the task's stored events,
-        and ``log_level`` defaults to the task's own setting, so re-attaching a new
-        widget to ``active_run(...)`` needs nothing else.
+        events it already contains are skipped, so nothing is lost or drawn twice.
+        ``None`` means none (a run just started).  Left out, it is the task's stored
+        events when ``run`` is a ``TrainingRun`` already Running, so re-attaching a new
+        widget to ``active_run(...)`` needs nothing else.  ``log_level`` defaults to the
+        task's own setting.
         """
         for name in ("add_listener", "remove_listener"):
             if not callable(getattr(run, name, None)):
@@ -305,8 +307,9 @@ class RunMonitor(w.VBox):
             log_level = _task_log_level(ws, task)
         if log_level is not None:
             self.log_panel.level = log_level
-        if history is None and ws is not None and task is not None and getattr(run, "state", None) == "Running":
-            history = lambda: ws.read_events(task)  # noqa: E731 - read after subscribing
+        if history is _AUTO:
+            running = ws is not None and task is not None and getattr(run, "state", None) == "Running"
+            history = (lambda: ws.read_events(task)) if running else None  # read after subscribing
         gen = self._generation
         throttle = Throttle(
             lambda batch: self._sink(gen, batch),
@@ -318,7 +321,7 @@ class RunMonitor(w.VBox):
         self._throttle, self._run, self._listener = throttle, run, throttle.push
         run.add_listener(self._listener)
         try:
-            past = list(history() if callable(history) else history) if history is not None else []
+            past = list(history() if callable(history) else history) if history is not None else []  # type: ignore[call-overload, arg-type]
             if past:
                 with self._lock:
                     self._apply(past)

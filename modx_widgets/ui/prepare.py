@@ -589,8 +589,9 @@ class PrepareWidget(widgets.VBox):
         finally:
             self._syncing -= 1
 
-    def _fail(self, exc: Exception, where: Callable[[str, str], None] | None = None) -> None:
-        (where or self._panel.say)(str(exc), "error")
+    def _fail(self, exc: Exception) -> None:
+        """Show a refused task/template action under the task list (the caller re-raises)."""
+        self._panel.say(str(exc), "error")
 
     def load_template(self, name: str) -> None:
         """Fill the form with template `name` (its training type too)."""
@@ -727,8 +728,8 @@ class PrepareWidget(widgets.VBox):
         self._panel.say("" if template or record.template is None else
                         f"Template {record.template!r} of this task no longer exists; Reset uses the defaults.",
                         "warning")
+        self._refresh()  # first, so the monitor picks up this task's log level
         self._follow_task(record.name)
-        self._refresh()
 
     def _follow_task(self, name: str) -> None:
         """Attach the monitor to the task's live run, or show its history."""

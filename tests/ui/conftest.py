@@ -36,10 +36,11 @@ VIEWPORT = {"width": 1500, "height": 1100}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Everything under tests/ui is a browser test: mark it so `-m "not ui"` can leave it out."""
+    """tests/ui/test_browser_*.py drive a real browser: mark them so `-m "not ui"` can leave them out."""
     here = Path(__file__).resolve().parent
     for item in items:
-        if here in Path(str(item.fspath)).resolve().parents:
+        path = Path(str(item.fspath)).resolve()
+        if path.parent == here and path.name.startswith("test_browser_"):
             item.add_marker(pytest.mark.ui)
 
 

@@ -31,7 +31,10 @@ def test_voila_trains_the_quickstart_task_live(voila_for, page, console, artifac
     prep = PreparePage(page).wait_rendered()
 
     def while_running() -> None:
+        prep.root.locator(".modx-loss-chart").first.scroll_into_view_if_needed()
         shot(page, artifacts, "voila_training_running")
 
+    # Nothing executes in Voila once the page has loaded, so every new point comes from the run.
     start_and_watch_live(prep, lambda: True, on_running=while_running)
+    prep.root.locator(".modx-loss-chart").first.scroll_into_view_if_needed()
     assert widget_error_texts(page) == [] and console.widget_errors() == []

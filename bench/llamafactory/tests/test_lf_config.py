@@ -66,9 +66,11 @@ def test_fp16_is_not_passed_on_cpu_because_ours_trains_fp32_there():
     assert cfg["fp16"] is False and cfg["bf16"] is False
 
 
-def test_full_fine_tuning_is_refused():
-    with pytest.raises(ValueError, match="LoRA"):
-        _config(_values(use_lora=False))
+def test_lora_off_means_full_fine_tuning_without_lora_keys():
+    cfg = _config(_values(use_lora=False))
+    assert cfg["finetuning_type"] == "full"
+    assert not [k for k in cfg if k.startswith("lora_")]
+    assert _config(_values())["finetuning_type"] == "lora"
 
 
 def test_written_yaml_round_trips(tmp_path):
