@@ -273,6 +273,7 @@ OURS_PREP = textwrap.dedent(
 OURS_LOAD = textwrap.dedent(
     """
     import json, sys, time
+    import datasets, pyarrow  # imported before the clock, as LLaMA-Factory's are before its own
     from transformers import AutoTokenizer
     from modx_widgets.data import load_datasets
     values = json.load(open(sys.argv[1]))

@@ -564,22 +564,36 @@ def _fix_steps(values: dict[str, Any], training_type: str) -> list[tuple[str, di
 def _cheapest_fixes(
     m: ModelShape, values: dict[str, Any], training_type: str, kind: str, seq_len: int | None, free: int
 ) -> tuple[Fix, ...]:
-    """The first single fix that fits; else the shortest cheapest-first combination; else every fix (still too big)."""
+    """The first single fix that fits; else a cheapest-first combination with every unneeded
+    step dropped again; else every fix (and the estimate still does not fit).
+
+    `Fix.total_bytes` is the estimate with that fix and the ones before it applied.
+    """
+
+    def total(changes: list[dict[str, Any]]) -> int:
+        merged = dict(values)
+        for c in changes:
+            merged.update(c)
+        return _compute(m, merged, training_type, kind, seq_len)[0].total_bytes
+
     steps = _fix_steps(values, training_type)
     for description, changes in steps:  # one change alone, cheapest first
-        total = _compute(m, {**values, **changes}, training_type, kind, seq_len)[0].total_bytes
-        if total <= free:
-            return (Fix(description, changes, total),)
-    chosen: list[Fix] = []
-    current = dict(values)
+        alone = total([changes])
+        if alone <= free:
+            return (Fix(description, changes, alone),)
+    chosen: list[tuple[str, dict[str, Any]]] = []
     for description, changes in steps:  # cumulative; a later batch/length step supersedes an earlier one
-        current.update(changes)
-        total = _compute(m, current, training_type, kind, seq_len)[0].total_bytes
-        chosen = [f for f in chosen if not set(f.changes) <= set(changes)]
-        chosen.append(Fix(description, changes, total))
-        if total <= free:
+        chosen = [c for c in chosen if not set(c[1]) <= set(changes)]
+        chosen.append((description, changes))
+        if total([c for _, c in chosen]) <= free:
+            for step in list(chosen[:-1]):  # drop what the later, stronger steps made unnecessary
+                rest = [c for c in chosen if c is not step]
+                if total([c for _, c in rest]) <= free:
+                    chosen = rest
             break
-    return tuple(chosen)
+    return tuple(
+        Fix(description, changes, total([c for _, c in chosen[: i + 1]])) for i, (description, changes) in enumerate(chosen)
+    )
 
 
 def estimate_memory(
@@ -615,7 +629,7 @@ def estimate_memory(
     fixes = _cheapest_fixes(shape, full, training_type, kind, seq_len, free)
     head = f"Estimated peak {format_bytes(est.total_bytes)} is more than the {format_bytes(free)} free on {kind}."
     if fixes and fixes[-1].total_bytes <= free:
-        what = "; then ".join(f.description for f in fixes)
+        what = "; and ".join(f.description for f in fixes)
         warning = f"{head} Cheapest fix: {what} (estimate {format_bytes(fixes[-1].total_bytes)})."
     else:
         warning = (

@@ -13,10 +13,11 @@ from test_run_support import make_task
 from modx_widgets.run.checkpoints import is_complete, latest_checkpoint
 
 CLI = [sys.executable, "-m", "modx_widgets.cli"]
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}  # tiny model: one thread is fastest on a shared machine
 
 
 def run_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=timeout)
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=timeout, env=ENV)
 
 
 def test_cli_runs_a_task_by_name_to_completion(tmp_path):
@@ -58,7 +59,7 @@ def test_cli_exits_1_when_the_run_fails_and_accepts_a_task_json_path(tmp_path):
 
 def test_ctrl_c_stops_gracefully_with_a_checkpoint(tmp_path):
     ws, name, values = make_task(tmp_path, max_steps=400)
-    proc = subprocess.Popen([*CLI, name, "--workspace", str(ws.root)], stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([*CLI, name, "--workspace", str(ws.root)], stdout=subprocess.PIPE, text=True, env=ENV)
     deadline = time.monotonic() + 240
     try:
         for line in proc.stdout:

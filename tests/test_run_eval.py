@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from test_run_support import make_task, run_task
+from test_run_support import make_task, run_task, torch_single_thread  # noqa: F401
 
 from modx_widgets.events import Eval
 

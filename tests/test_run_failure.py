@@ -6,7 +6,7 @@ import json
 import threading
 
 import pytest
-from test_run_support import CallbackBase, make_task, run_task
+from test_run_support import CallbackBase, make_task, run_task, torch_single_thread  # noqa: F401
 
 from modx_widgets.run import TaskInvalid, TrainingRun, prepare
 from modx_widgets.run import hints

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 
-from test_run_support import make_task, run_task
+from test_run_support import make_task, run_task, torch_single_thread  # noqa: F401
 
 
 def test_merged_model_loads_alone_and_matches_the_adapter_model(tmp_path):

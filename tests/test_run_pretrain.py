@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 
-from test_run_support import losses, make_task, run_task
+from test_run_support import losses, make_task, run_task, torch_single_thread  # noqa: F401
 
 
 def test_pretraining_trains_all_weights_the_loss_falls_and_a_full_model_is_saved(tmp_path):

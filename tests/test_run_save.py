@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from test_run_support import CallbackBase, make_task, run_task
+from test_run_support import CallbackBase, make_task, run_task, torch_single_thread  # noqa: F401
 
 from modx_widgets.run.checkpoints import is_complete, list_checkpoints
 

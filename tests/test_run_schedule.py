@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 
 import pytest
-from test_run_support import CallbackBase, close, make_task, run_task
+from test_run_support import CallbackBase, close, make_task, run_task, torch_single_thread  # noqa: F401
 
 BASE_LR = 1e-2
 STEPS = 6

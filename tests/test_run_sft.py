@@ -6,7 +6,7 @@ import json
 import os
 
 import pytest
-from test_run_support import losses, make_task, run_task
+from test_run_support import losses, make_task, run_task, torch_single_thread  # noqa: F401
 
 from modx_widgets.events import Log, Status
 

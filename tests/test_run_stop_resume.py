@@ -6,7 +6,14 @@ import os
 import threading
 
 import pytest
-from test_run_support import CallbackBase, close, make_task, run_task, update_task
+from test_run_support import (  # noqa: F401
+    CallbackBase,
+    close,
+    make_task,
+    run_task,
+    torch_single_thread,
+    update_task,
+)
 
 from modx_widgets.run import RunBusy, TrainingRun, active_run
 from modx_widgets.run.checkpoints import is_complete, latest_checkpoint
@@ -107,7 +114,7 @@ def test_resumed_run_logs_the_same_losses_and_learning_rates_as_an_uninterrupted
 
 
 def test_training_run_trains_in_a_daemon_thread_and_stops_on_request(tmp_path):
-    ws, name, values = make_task(tmp_path, max_steps=60, save_strategy="no")
+    ws, name, values = make_task(tmp_path, max_steps=400, save_strategy="no")
     reached = threading.Event()
     seen = []
 

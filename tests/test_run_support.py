@@ -12,6 +12,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from modx_widgets.events import Checkpoint, Error, Eval, Log, Message, Progress, Status
 from modx_widgets.run import execute
 from modx_widgets.store import Workspace
@@ -143,3 +145,19 @@ class CallbackBase:
         from transformers import TrainerCallback
 
         return type("TestCallback", (TrainerCallback,), hooks)()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def torch_single_thread():
+    """One torch intra-op thread for the test module (restored after).
+
+    Test models are tiny; on a busy 2-core machine torch's thread pool spends its time
+    waiting for the neighbours and a 1-second run takes 20.  Semantics do not change.
+    Test modules import this fixture, which makes it autouse there.
+    """
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
