@@ -1,8 +1,10 @@
-"""`modx-train TASK [--workspace DIR]`: run a saved task without a notebook.
+"""`modx-train TASK [--workspace DIR] [--device DEVICE]`: run a saved task without a notebook.
 
 Same code path as the widget (`run.execute`), same files in the task folder.  TASK is a task
 name in the workspace or the path of a task's task.json.  Ctrl-C stops gracefully (the run
-saves a checkpoint and ends Stopped); a second Ctrl-C aborts at once.
+saves a checkpoint and ends Stopped); a second Ctrl-C aborts at once.  Creating the file
+`stop` in the task folder does the same as the first Ctrl-C (how a widget stops a run in
+another process).  Under torchrun every rank runs this; rank 0 alone prints and writes.
 
 Exit codes: 0 Completed, 1 Failed, 2 the task cannot start (invalid, missing, busy),
 130 Stopped by Ctrl-C.  Start-up imports only what it uses; the ML libraries load in the run.
@@ -92,16 +94,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="modx-train", description="Run a modx_widgets training task headless.")
     parser.add_argument("task", help="a task name in the workspace, or the path of a task's task.json")
     parser.add_argument("--workspace", default=None, help="workspace folder (default ./modx_workspace)")
+    parser.add_argument("--device", default=None, help="override the task's device: auto, cpu, cuda:N or all")
     args = parser.parse_args(argv)
 
-    from .run.engine import RunBusy, TaskInvalid, execute, prepare
+    from .run.engine import RunBusy, TaskInvalid, execute, prepare, process_rank
+    from .run.tail import STOP_FILE, ProgressWriter
     from .store import StoreError, Workspace
 
     root, name = resolve_task(args.task, args.workspace)
     workspace = Workspace(root)
-    printer = Printer()
+    rank0 = process_rank() == 0
     try:
-        prepared = prepare(workspace, name)
+        prepared = prepare(workspace, name, device=args.device)
     except TaskInvalid as exc:
         print(f"modx-train: task {name!r} cannot start:", file=sys.stderr)
         for key, message in exc.problems.items():
@@ -111,10 +115,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"modx-train: {exc}", file=sys.stderr)
         return EXIT_INVALID
 
+    printer = Printer()
+    progress_file = ProgressWriter(workspace.task_dir(name))
+
+    def listen(event: Any) -> None:
+        printer(event)
+        progress_file(event)  # progress.json: what a widget in another process shows
+
     stop = threading.Event()
-    previous = _install_sigint(stop, lambda text: print(text, flush=True))
+    say = (lambda text: print(text, flush=True)) if rank0 else (lambda text: None)
+    previous = _install_sigint(stop, say)
     try:
-        state = execute(workspace, name, printer, stop, prepared=prepared)
+        state = execute(
+            workspace, name, listen if rank0 else None, stop, prepared=prepared,
+            stop_file=workspace.task_dir(name) / STOP_FILE,
+        )
     except RunBusy as exc:
         print(f"modx-train: {exc}", file=sys.stderr)
         return EXIT_INVALID

@@ -152,8 +152,10 @@ def probe_gpus() -> GpuInfo:
     if not any(Path("/dev").glob("nvidia[0-9]*")):
         return GpuInfo(False, source="none", reason="no NVIDIA driver or GPU found")
     # A device node but no nvidia-smi: only torch can tell.  Rare; pay for the import.
-    import torch as _torch  # noqa: F401  (deliberate, see comment)
-
+    try:
+        import torch as _torch  # noqa: F401  (deliberate, see comment)
+    except ImportError:
+        return GpuInfo(False, source="none", reason="torch is not installed")
     return probe_gpus()
 
 
@@ -212,6 +214,10 @@ def _device_items(device: str, gpus: GpuInfo) -> tuple[list[CheckItem], bool]:
         return [_item("device", "error", str(exc))], False
     if kind == "cpu":
         return [_item("device", "info", "training on the CPU (chosen)")], False
+    if kind == "mps":
+        if platform.system() == "Darwin" and platform.machine() == "arm64":
+            return [_item("device", "info", "training on the Apple-silicon GPU (mps); fp16/tf32 do not apply")], False
+        return [_item("device", "error", "mps needs an Apple-silicon Mac: choose cpu or auto")], False
     if not gpus.available:
         if kind == "auto":
             return [_item("device", "warning", f"no CUDA GPU ({gpus.reason}); training runs on the CPU")], False

@@ -274,8 +274,9 @@ def _lora_settings(values: Mapping[str, Any]) -> _Lora:
     rank, targets, dropout = values["lora_r"], values["lora_target_modules"], values["lora_dropout"]
     peft_path = values.get("peft_config_path")
     if peft_path:
+        source = Path(peft_path) / "adapter_config.json" if Path(peft_path).is_dir() else Path(peft_path)
         try:
-            cfg = json.loads(Path(peft_path).read_text(encoding="utf-8"))
+            cfg = json.loads(source.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise EstimateError(f"peft_config_path {str(peft_path)!r} is not a readable adapter_config.json: {exc}") from None
         rank = cfg.get("r", rank)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -75,3 +76,30 @@ def test_ctrl_c_stops_gracefully_with_a_checkpoint(tmp_path):
     assert ws.read_status(name).state == "Stopped"
     newest = latest_checkpoint(values["output_dir"])
     assert newest is not None and is_complete(newest)
+
+
+def test_a_stop_file_in_the_task_folder_stops_like_ctrl_c_and_is_consumed(tmp_path):
+    ws, name, values = make_task(tmp_path, max_steps=400)
+    stop_file = ws.task_dir(name) / "stop"
+    proc = subprocess.Popen([*CLI, name, "--workspace", str(ws.root)], stdout=subprocess.PIPE, text=True, env=ENV)
+    deadline = time.monotonic() + 240
+    try:
+        for line in proc.stdout:
+            if line.startswith("step 1 ") or time.monotonic() > deadline:
+                break
+        stop_file.write_text("please stop\n")
+        out, _ = proc.communicate(timeout=240)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, out
+    assert ws.read_status(name).state == "Stopped" and not stop_file.exists()
+    assert is_complete(latest_checkpoint(values["output_dir"]))
+    progress = json.loads((ws.task_dir(name) / "progress.json").read_text())
+    assert progress["kind"] == "progress" and progress["step"] >= 1
+
+
+def test_device_option_overrides_the_task_device(tmp_path):
+    ws, name, _ = make_task(tmp_path, device="cpu")
+    done = run_cli(name, "--workspace", str(ws.root), "--device", "cuda:7")
+    assert done.returncode == 2 and "cuda:7" in done.stderr

@@ -216,3 +216,17 @@ def test_panel_inspects_in_the_background_and_applies_the_suggestion(tmp_path, m
     assert panel.wait(30) is None
     assert "gone" in panel.error and "gone" in panel.body.value
     assert panel.use_button.layout.display == "none"
+
+
+def test_prepare_widget_inspects_its_own_values_and_takes_the_suggestion(tmp_path, model):
+    from modx_widgets import PrepareWidget
+
+    data = make_sft_data(tmp_path / "d.jsonl", n=20, seed=6)
+    widget = PrepareWidget(tmp_path / "ws")
+    widget.set_values({"train_file": str(data), "model_path": str(model), "max_seq_length": 4096})
+    result = widget.inspect_data(wait=120)
+    assert result is not None and result.path == str(data) and result.max_seq_length == 4096
+    assert result.suggested_max_seq_length < 4096
+    widget.inspector.use_button.click()
+    assert widget.values["max_seq_length"] == result.suggested_max_seq_length
+    assert "max_seq_length" not in widget.errors

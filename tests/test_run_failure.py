@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import threading
 
 import pytest
 from test_run_support import CallbackBase, make_task, run_task, torch_single_thread  # noqa: F401
@@ -145,3 +144,12 @@ def test_a_hint_is_found_through_the_exception_chain():
             raise RuntimeError("saving failed") from inner
     except RuntimeError as outer:
         assert hints.hint_for(outer) == hints.DISK
+
+
+def test_sft_with_a_tokenizer_without_chat_template_is_refused_before_start(tmp_path):
+    ws, name, values = make_task(tmp_path)
+    (tmp_path / "model-llama" / "chat_template.jinja").unlink()
+    with pytest.raises(TaskInvalid) as info:
+        prepare(ws, name)
+    assert "chat template" in info.value.problems["model_path"]
+    assert_untouched(ws, name)

@@ -132,3 +132,11 @@ def test_reshuffle_off_feeds_one_order_every_epoch_and_on_reshuffles(tmp_path):
     assert off[0] == off[1] == list(range(len(off[0])))
     on = epoch_orders(True)
     assert sorted(on[0]) == sorted(on[1]) and on[0] != on[1]
+
+
+def test_gradient_checkpointing_trains_the_lora_adapter(tmp_path):
+    """Non-reentrant checkpointing lets gradients reach LoRA weights behind frozen embeddings."""
+    ws, name, values = make_task(tmp_path, gradient_checkpointing=True, max_steps=2)
+    state, rec = run_task(ws, name)
+    assert state == "Completed", rec.errors
+    assert all(log.grad_norm and log.grad_norm > 0 for log in rec.logs)

@@ -132,15 +132,15 @@ def plan_precision(
 
 
 def parse_device(device: str) -> tuple[str, int | None]:
-    """'auto' | 'cpu' | 'cuda' | 'cuda:N' | 'all' -> (kind, index); kind in auto/cpu/cuda/all."""
+    """'auto' | 'cpu' | 'cuda' | 'cuda:N' | 'all' | 'mps' -> (kind, index); kind in auto/cpu/cuda/all/mps."""
     text = (device or "auto").strip().lower()
-    if text in ("auto", "cpu", "all"):
+    if text in ("auto", "cpu", "all", "mps"):
         return text, None
     if text in ("cuda", "gpu"):
         return "cuda", 0
     if text.startswith("cuda:") and text[5:].isdigit():
         return "cuda", int(text[5:])
-    raise BuildError(f"device {device!r} is not understood: use auto, cpu, cuda:N (e.g. cuda:0) or all")
+    raise BuildError(f"device {device!r} is not understood: use auto, cpu, cuda:N (e.g. cuda:0), all or mps")
 
 
 def early_stopping_plan(values: Mapping[str, Any]) -> tuple[bool, str]:
@@ -273,7 +273,12 @@ def training_arguments(
     cuda, bf16_ok, tf32_ok = _cuda_facts()
     if kind in ("cuda", "all") and not cuda:
         raise BuildError(f"device {device!r} needs a CUDA GPU, and none is available: choose cpu or auto")
-    use_cpu = kind == "cpu" or not cuda
+    if kind == "mps":
+        import torch
+
+        if not torch.backends.mps.is_available():
+            raise BuildError("device 'mps' needs an Apple-silicon GPU, and none is available: choose cpu or auto")
+    use_cpu = kind == "cpu" or (not cuda and kind != "mps")
     precision = plan_precision(values, on_gpu=not use_cpu, bf16_gpu_ok=bf16_ok, tf32_ok=tf32_ok)
     kwargs = argument_kwargs(values, training_type, output_dir=output_dir, precision=precision, use_cpu=use_cpu)
     kwargs.update(overrides)

@@ -543,22 +543,52 @@ def _checkpoint_step(path: Path) -> int:
     return int(match.group(1)) if match else -1
 
 
+def _saved_state_problem(folder: Path) -> str | None:
+    """Why `folder` is not a finished save: the Trainer writes trainer_state.json last, so a
+    missing or unreadable one means the save was interrupted (or this is no checkpoint)."""
+    state = folder / "trainer_state.json"
+    if not state.is_file():
+        return "no trainer_state.json"
+    _, problem = _small_json(state)
+    return problem
+
+
+def _newest_saved(folder: Path, below: int | None = None) -> Path | None:
+    """The checkpoint-<step> folder in `folder` with the highest step (under `below`) whose save finished."""
+    try:
+        found = [
+            c for c in folder.glob("checkpoint-*")
+            if _checkpoint_step(c) >= 0 and (below is None or _checkpoint_step(c) < below) and c.is_dir()
+        ]
+    except OSError:
+        return None
+    for candidate in sorted(found, key=_checkpoint_step, reverse=True):
+        if _saved_state_problem(candidate) is None:
+            return candidate
+    return None
+
+
 def _check_resume(path: Path, shown: str) -> tuple[str | None, str | None]:
     problem = _must_exist(path, shown, "dir")
     if problem:
         return problem, None
-    state = path / "trainer_state.json"
-    if not state.is_file():
-        inside = sorted(
-            (c for c in path.glob("checkpoint-*") if _checkpoint_step(c) >= 0 and (c / "trainer_state.json").is_file()),
-            key=_checkpoint_step,
+    problem = _saved_state_problem(path)
+    if problem is None:
+        return None, None
+    step = _checkpoint_step(path)
+    if step >= 0:  # a checkpoint folder whose save never finished: point at the one before it
+        earlier = _newest_saved(path.parent, below=step)
+        where = (
+            f"pick {earlier.name} (the newest complete checkpoint before it)"
+            if earlier
+            else "no earlier complete checkpoint is next to it; clear this field to train from the start"
         )
-        where = f"such as {inside[-1].name} (the newest here)" if inside else "inside the output directory"
-        return f"is not a checkpoint (no trainer_state.json): pick a checkpoint-<step> folder {where}", None
-    _, problem = _small_json(state)
-    if problem:
+        return f"{path.name} is incomplete ({problem}; its save was interrupted): {where}", None
+    if (path / "trainer_state.json").is_file():
         return f"{problem}: this checkpoint is incomplete; pick an earlier one", None
-    return None, None
+    newest = _newest_saved(path)
+    where = f"such as {newest.name} (the newest here)" if newest else "inside the output directory"
+    return f"is not a checkpoint (no trainer_state.json): pick a checkpoint-<step> folder {where}", None
 
 
 def _check_tokenizer(path: Path, shown: str) -> tuple[str | None, str | None]:

@@ -112,16 +112,42 @@ class EventCallback(TrainerCallback):
 
 
 class StopCallback(TrainerCallback):
-    """Stops the run when `stop_event` is set, saving a checkpoint so it can be resumed.
+    """Stops the run when `stop_event` is set (or `stop_file` exists), saving a checkpoint first.
 
     Checked after every optimizer step, after an evaluation (the save follows at once) and
-    after a save; a stop during gradient accumulation waits for the step to complete.
+    after a save; a stop during gradient accumulation waits for the step to complete.  With
+    several processes (torchrun) only the step-end check runs, and the ranks agree on it with
+    one all-reduce of a single integer, so they all stop, and save, at the same step.
     """
 
-    def __init__(self, stop_event: threading.Event):
+    def __init__(self, stop_event: threading.Event, stop_file: str | os.PathLike[str] | None = None):
         self.stop_event = stop_event
+        self.stop_file = stop_file
         self.stopped_at: int | None = None
         self.saved_step: int | None = None
+
+    def _local_request(self) -> bool:
+        return self.stop_event.is_set() or (self.stop_file is not None and os.path.exists(self.stop_file))
+
+    @staticmethod
+    def _distributed(args) -> bool:
+        if getattr(args, "world_size", 1) <= 1:
+            return False
+        import torch.distributed as dist
+
+        return dist.is_available() and dist.is_initialized()
+
+    def _agreed_request(self, args) -> bool:
+        """Every rank calls this once per optimizer step; True on all ranks if any asked."""
+        local = self._local_request()
+        if not self._distributed(args):
+            return local
+        import torch
+        import torch.distributed as dist
+
+        flag = torch.tensor([1 if local else 0], dtype=torch.int32, device=args.device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        return bool(flag.item())
 
     def _stop(self, state, control) -> None:
         control.should_training_stop = True
@@ -131,18 +157,18 @@ class StopCallback(TrainerCallback):
             self.stopped_at = state.global_step
 
     def on_step_end(self, args, state, control, **kwargs):
-        if self.stop_event.is_set():
+        if self._agreed_request(args):
             self._stop(state, control)
         return control
 
     def on_evaluate(self, args, state, control, **kwargs):
-        if self.stop_event.is_set():
+        if not self._distributed(args) and self._local_request():
             self._stop(state, control)
         return control
 
     def on_save(self, args, state, control, **kwargs):
         self.saved_step = state.global_step
-        if self.stop_event.is_set():
+        if not self._distributed(args) and self._local_request():
             control.should_training_stop = True
             if self.stopped_at is None:
                 self.stopped_at = state.global_step

@@ -19,7 +19,7 @@ from typing import Any, Callable, Iterable, Mapping
 
 from ..events import Error, Message
 from ..store import Workspace, is_pid_alive
-from .hints import INVALID, hint_for
+from .hints import hint_for
 from .sink import RunSink
 
 MAX_LISTED_LINES = 10
@@ -78,19 +78,23 @@ def _data_problems(path: Any, key: str, training_type: str, notes: list[str]) ->
     return {}
 
 
-def prepare(workspace: Workspace, task_name: str) -> Prepared:
-    """Every check that can refuse a start, in the order a user would fix them."""
+def prepare(workspace: Workspace, task_name: str, *, device: str | None = None) -> Prepared:
+    """Every check that can refuse a start, in the order a user would fix them.
+
+    `device` overrides the task's device for this run (the CLI's --device).
+    """
     from ..config.validate import validate
     from ..envcheck import check_environment
     from .checkpoints import expected_lora, resume_problem
-    from .model import ModelError, check_model_dir, missing_lora_targets
+    from .model import ModelError, check_model_dir, has_chat_template, missing_lora_targets
 
     record = workspace.load_task(task_name)
+    device = device or record.device
     result = validate(record.values, record.training_type, check_paths=True)
     problems = dict(result.errors)
     values = result.values
     warnings = list(result.warnings)
-    env = check_environment(values, record.training_type, record.device)
+    env = check_environment(values, record.training_type, device)
     for item in env.items:
         if item.level == "error":
             problems.setdefault(f"env:{item.name}", item.detail)
@@ -112,6 +116,14 @@ def prepare(workspace: Workspace, task_name: str) -> Prepared:
                 if problem:
                     key = "peft_config_path" if values.get("peft_config_path") else "lora_target_modules"
                     problems[key] = problem
+    tokenizer_key = "tokenizer_path" if values.get("tokenizer_path") else "model_path"
+    if record.training_type == "sft" and tokenizer_key not in problems and values.get(tokenizer_key):
+        if not has_chat_template(values[tokenizer_key]):
+            problems[tokenizer_key] = (
+                f"the tokenizer in {values[tokenizer_key]} has no chat template, so SFT conversations cannot be "
+                "formatted: choose a tokenizer_path whose folder has chat_template.jinja (or 'chat_template' in "
+                "tokenizer_config.json)"
+            )
     resume = values.get("resume_from_checkpoint")
     if resume and not {"resume_from_checkpoint", "model_path"} & set(problems):
         model_config = _read_json(Path(str(values["model_path"])) / "config.json")
@@ -120,7 +132,7 @@ def prepare(workspace: Workspace, task_name: str) -> Prepared:
             problems["resume_from_checkpoint"] = problem
     if problems:
         raise TaskInvalid(task_name, problems)
-    return Prepared(task_name, record.training_type, record.device, values, warnings, notes)
+    return Prepared(task_name, record.training_type, device, values, warnings, notes)
 
 
 def check_not_running(workspace: Workspace, task_name: str) -> None:
@@ -152,17 +164,23 @@ def execute(
     prepared: Prepared | None = None,
     callbacks: Iterable[Any] = (),
     clock: Callable[[], float] = time.monotonic,
+    stop_file: Path | None = None,
 ) -> str:
     """Run task `task_name` to its end and return the final state (Completed/Stopped/Failed).
 
     Raises `TaskInvalid` (nothing written) when the task cannot start, `RunBusy` when another
     process runs it.  `callbacks` are extra Trainer callbacks; `clock` feeds the time-based
-    save and the speed figures (tests move it instead of waiting).
+    save and the speed figures (tests move it instead of waiting).  `stop_file`, when given,
+    is a second way to ask for a stop: its presence (used by runs in other processes).
+
+    Under torchrun every rank calls this; only rank 0 writes the task's files and emits.
     """
     if prepared is None:
         prepared = prepare(workspace, task_name)
-    check_not_running(workspace, task_name)
-    sink = RunSink(workspace, task_name, emit)
+    writer = process_rank() == 0
+    if writer:
+        check_not_running(workspace, task_name)
+    sink = RunSink(workspace, task_name, emit if writer else None, persist=writer)
     sink.running()
     for key, text in prepared.warnings:
         sink(Message(level="warning", text=f"{key}: {text}" if key else text))
@@ -173,9 +191,9 @@ def execute(
 
         with library_logs_to(sink, prepared.values.get("log_level", "info")):
             cache_dir = workspace.task_dir(task_name) / "data_cache"  # tokenized data, reused on resume
-            outcome = _train(prepared, sink, stop_event, list(callbacks), clock, cache_dir)
+            outcome = _train(prepared, sink, stop_event, list(callbacks), clock, cache_dir, stop_file if writer else None)
     except BaseException as exc:  # noqa: BLE001 - every failure must end in a final status
-        message = f"{type(exc).__name__}: {exc}" if not str(exc) else str(exc)
+        message = _failure_message(exc)
         if isinstance(exc, KeyboardInterrupt):
             message = "aborted (second interrupt); the newest complete checkpoint can be resumed"
         hint = hint_for(exc)
@@ -183,22 +201,49 @@ def execute(
         sink(Message(level="error", text=tb))
         sink(Error(message=message, hint=hint, traceback=tb))
         sink.finish("Failed", message, hint)
+        _consume(stop_file if writer else None)
         if not isinstance(exc, Exception):
             raise
         return "Failed"
     sink.finish(outcome.state, outcome.message)
+    _consume(stop_file if writer else None)
     return outcome.state
 
 
+def process_rank() -> int:
+    """This process's rank under torchrun (RANK), 0 otherwise."""
+    import os
+
+    try:
+        return int(os.environ.get("RANK", "0"))
+    except ValueError:
+        return 0
+
+
+def _consume(stop_file: Path | None) -> None:
+    """A stop request is served once: remove it when the run ends."""
+    if stop_file is not None:
+        try:
+            stop_file.unlink()
+        except OSError:
+            pass
+
+
 def _train(
-    prepared: Prepared, sink: RunSink, stop_event: threading.Event, extra: list[Any], clock, cache_dir: Path | None
+    prepared: Prepared,
+    sink: RunSink,
+    stop_event: threading.Event,
+    extra: list[Any],
+    clock: Callable[[], float],
+    cache_dir: Path | None,
+    stop_file: Path | None,
 ) -> _Outcome:
     from transformers import EarlyStoppingCallback, set_seed
 
     from ..config.build import early_stopping_plan, training_arguments
     from ..data import collator, load_datasets
     from .callbacks import EventCallback, IntervalSaveCallback, StopCallback
-    from .model import add_adapter, is_peft, load_model, load_tokenizer, save_merged
+    from .model import add_adapter, load_model, load_tokenizer
     from .trainer import ModxTrainer
 
     values, tt = prepared.values, prepared.training_type
@@ -218,7 +263,7 @@ def _train(
     resume = values.get("resume_from_checkpoint") or None  # checked in prepare()
 
     args = training_arguments(values, tt, output_dir=output_dir, device=prepared.device)
-    stopper = StopCallback(stop_event)
+    stopper = StopCallback(stop_event, stop_file=stop_file)
     cbs: list[Any] = [stopper]
     if values.get("save_strategy") != "no":
         cbs.append(IntervalSaveCallback(float(values["save_interval_minutes"]), clock=clock))
@@ -247,21 +292,35 @@ def _train(
 
     trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     step = trainer.state.global_step
-    if stopper.stopped:
+    if stopper.stopped and step < trainer.state.max_steps:  # a stop during the last step completes
         where = output_dir / f"checkpoint-{stopper.saved_step or step}"
         return _Outcome("Stopped", f"stopped at step {step}; resume from {where}")
 
-    _save_final(trainer, model, tokenizer, output_dir, values, sink, is_peft, save_merged)
+    _save_final(trainer, model, tokenizer, output_dir, values, sink)
     return _Outcome("Completed", f"finished at step {step}; saved to {output_dir}")
 
 
-def _save_final(trainer, model, tokenizer, output_dir: Path, values, sink, is_peft, save_merged) -> None:
+# Exceptions whose message is written for the user; others get their type name in front.
+_USER_FACING = ("ModelError", "DataError", "BuildError", "StoreError", "TaskInvalid")
+
+
+def _failure_message(exc: BaseException) -> str:
+    text = str(exc).strip()
+    if type(exc).__name__ in _USER_FACING and text:
+        return text
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _save_final(trainer: Any, model: Any, tokenizer: Any, output_dir: Path, values: Mapping[str, Any], sink) -> None:
+    """Final adapter (or full model) and tokenizer into output_dir; the merged model if asked."""
+    from .model import is_peft, save_merged
+
     peft = is_peft(model)
     if not peft:
         model.config.use_cache = True  # restored for inference
     trainer.save_model(str(output_dir))  # adapter or full weights, plus the tokenizer
     sink(Message(level="info", text=f"saved the final {'adapter' if peft else 'model'} and tokenizer to {output_dir}"))
-    if peft and values.get("merge_lora"):
+    if peft and values.get("merge_lora") and trainer.args.should_save:
         target = save_merged(model, tokenizer, output_dir / "merged")
         sink(Message(level="info", text=f"saved the merged model to {target}"))
 

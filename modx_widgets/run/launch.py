@@ -463,6 +463,10 @@ class SubprocessRun:
 
     def _on_end(self, record: StatusRecord | None, seen_running: bool) -> Status:
         """Final Status of a run whose processes ended without reporting one."""
+        try:
+            (self._task_dir() / STOP_FILE).unlink()  # nobody is left to serve it
+        except OSError:
+            pass
         if self._popen is not None:
             try:
                 self._popen.wait(5)

@@ -94,6 +94,18 @@ def missing_lora_targets(model_dir: Any, targets: list[str]) -> str:
     )
 
 
+def has_chat_template(folder: Any) -> bool:
+    """Does the tokenizer folder ship a chat template (file check only, no tokenizer load)?"""
+    p = Path(str(folder))
+    if (p / "chat_template.jinja").is_file() or (p / "chat_template.json").is_file():
+        return True
+    try:
+        config = json.loads((p / "tokenizer_config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(config, dict) and bool(config.get("chat_template"))
+
+
 def load_tokenizer(values: Mapping[str, Any]) -> Any:
     """Tokenizer from tokenizer_path (or model_path); a missing pad token falls back to eos."""
     from transformers import AutoTokenizer

@@ -23,8 +23,11 @@ STATUS_EVERY_S = 5.0  # how often a Running status.json gets the current step
 class RunSink:
     """Callable that takes every event of one run."""
 
-    def __init__(self, workspace: Workspace, task_name: str, emit: Callable[[Any], None] | None) -> None:
+    def __init__(
+        self, workspace: Workspace, task_name: str, emit: Callable[[Any], None] | None, *, persist: bool = True
+    ) -> None:
         self.workspace = workspace
+        self.persist = persist  # False on torchrun ranks other than 0: they write nothing
         self.task_name = task_name
         self._emit = emit
         self._status: StatusRecord | None = None
@@ -46,6 +49,8 @@ class RunSink:
         self._forward(event)
 
     def _persist(self, event: Any) -> None:
+        if not self.persist:
+            return
         try:
             self.workspace.append_events(self.task_name, [event])
         except Exception as exc:  # noqa: BLE001 - see module docstring
@@ -66,6 +71,9 @@ class RunSink:
     # -- status ---------------------------------------------------------------------------
 
     def _write_status(self, record: StatusRecord) -> None:
+        if not self.persist:
+            self._status = record
+            return
         try:
             self._status = self.workspace.write_status(self.task_name, record)
         except Exception as exc:  # noqa: BLE001
@@ -77,11 +85,12 @@ class RunSink:
 
     def running(self, message: str = "") -> None:
         """Pending/any -> Running, owned by this process."""
-        try:
-            previous = self.workspace.read_status(self.task_name)
-            created = previous.created
-        except Exception:  # noqa: BLE001 - an unreadable old status is replaced
-            created = time.time()
+        created = time.time()
+        if self.persist:
+            try:
+                created = self.workspace.read_status(self.task_name).created
+            except Exception:  # noqa: BLE001 - an unreadable old status is replaced
+                pass
         now = time.time()
         self._write_status(StatusRecord(state="Running", created=created, started=now, updated=now, message=message))
         self(Status(state="Running", message=message))

@@ -264,16 +264,21 @@ class Follower:
         self._wake.set()
 
     def _send(self, events: list[Any]) -> None:
+        """Dispatch events; a final Status is held back so that it is always the last event."""
         for event in events:
             if isinstance(event, Status):
                 if event.state == "Running":
                     self.seen_running = True
                 elif event.state in FINAL_STATES:
                     self.final = event
-            try:
-                self._dispatch(event)
-            except Exception:  # noqa: BLE001 - a failing view must not stop following
-                pass
+                    continue
+            self._call(event)
+
+    def _call(self, event: Any) -> None:
+        try:
+            self._dispatch(event)
+        except Exception:  # noqa: BLE001 - a failing view must not stop following
+            pass
 
     def _main(self) -> None:
         while self.final is None:
@@ -283,13 +288,14 @@ class Follower:
                 break
             self._wake.wait(self.interval)
             self._wake.clear()
-        self._send(self.tail.flush())
         if self.final is not None:
             deadline = time.monotonic() + self.grace_s
-            while self._alive() and time.monotonic() < deadline:
+            while self._alive() and time.monotonic() < deadline:  # let the writer finish its files
                 time.sleep(0.05)
-            return
-        self._send([self._closing_status()])
+        self._send(self.tail.flush())
+        if self.final is None:
+            self.final = self._closing_status()
+        self._call(self.final)
 
     def _closing_status(self) -> Status:
         """The final state of a run whose process is gone without a final event."""

@@ -2,7 +2,8 @@
 
 The kernel's main thread only starts, stops and listens; everything slow (imports, loading,
 training) happens in the thread, and nothing that goes wrong there can escape it.  The
-registry lets a re-created widget find a run that is still going (`active_run`).
+registry lets a re-created widget find a run that is still going (`active_run`), including
+one trained by another process (`launch.SubprocessRun`).
 """
 
 from __future__ import annotations
@@ -25,12 +26,38 @@ def _key(root: str | Path, task_name: str) -> tuple[str, str]:
     return str(Path(root).expanduser().resolve()), task_name.casefold()
 
 
-def active_run(workspace_root: str | Path | Workspace, task_name: str) -> "TrainingRun | None":
-    """The run of this task still alive in this kernel, if any."""
+def register_run(workspace_root: str | Path | Workspace, task_name: str, run: Any) -> None:
+    """Record `run` (a TrainingRun or a SubprocessRun) as this kernel's run of the task."""
+    root = workspace_root.root if isinstance(workspace_root, Workspace) else workspace_root
+    with _registry_lock:
+        _registry[_key(root, task_name)] = run
+
+
+def active_run(workspace_root: str | Path | Workspace, task_name: str) -> Any:
+    """The live run of this task: one this kernel started, or one another process is training.
+
+    A run in another process (detached, multi-GPU, or started by an earlier kernel) is found
+    through status.json (Running, live owner) and followed through its files
+    (`launch.SubprocessRun.attach`); the follower is registered, so later calls return it.
+    None when the task is not running.
+    """
     root = workspace_root.root if isinstance(workspace_root, Workspace) else workspace_root
     with _registry_lock:
         run = _registry.get(_key(root, task_name))
-    return run if run is not None and run.is_alive() else None
+    if run is not None and run.is_alive():
+        return run
+    from .launch import SubprocessRun
+
+    workspace = workspace_root if isinstance(workspace_root, Workspace) else Workspace(root)
+    attached = SubprocessRun.attach(workspace, task_name)
+    if attached is None:
+        return None
+    with _registry_lock:
+        current = _registry.get(_key(root, task_name))
+        if current is not None and current.is_alive():
+            return current  # another caller attached first; the spare follower ends with the run
+        _registry[_key(root, task_name)] = attached
+    return attached
 
 
 class TrainingRun:

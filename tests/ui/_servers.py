@@ -137,7 +137,7 @@ class JupyterServer:
         args = [
             sys.executable, "-m", module, *common, "--ip=127.0.0.1", "--allow-root",
             "--ServerApp.port_retries=0", f"--IdentityProvider.token={self.token}",
-            f"--ServerApp.root_dir={self.root}", "--ServerApp.disable_check_xsrf=False",
+            f"--ServerApp.root_dir={self.root}",
         ]
         if self.kind == "lab":
             # No network here: never fetch news or update checks (they only add toasts over the page).

@@ -1,0 +1,31 @@
+"""Heavy imports stay off the caller's thread: the run package is cheap, warm-up is background."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+
+def _run(code: str) -> str:
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+
+
+def test_importing_the_run_package_and_the_cli_loads_no_ml_library():
+    out = _run(
+        "import sys, modx_widgets.run, modx_widgets.cli, modx_widgets.envcheck, modx_widgets.config.build\n"
+        "print(sorted(m for m in ('torch', 'transformers', 'peft', 'datasets', 'bitsandbytes') if m in sys.modules))"
+    )
+    assert out == "[]"
+
+
+def test_warmup_imports_runs_once_in_a_background_thread():
+    out = _run(
+        "import sys, threading\n"
+        "from modx_widgets.run import warmup_imports\n"
+        "t = warmup_imports()\n"
+        "same = warmup_imports() is t\n"
+        "background = t is not threading.current_thread() and t.daemon\n"
+        "t.join()\n"
+        "print(same, background, all(m in sys.modules for m in ('torch', 'transformers', 'peft', 'datasets')))"
+    )
+    assert out == "True True True"
