@@ -18,8 +18,10 @@ The estimate is the sum of four parts (bytes)::
   elements keep 32-bit states like bitsandbytes does); ``adafactor`` (no momentum, factored
   second moment) (rows+cols)*d for matrices, n*d for vectors; ``sgd`` 0 (no momentum).
 * activations: see `_activation_bytes`; proportional to batch x seq_len x layers, with a
-  per-layer element count read off what autograd keeps for a Llama / GPT-2 block, and only
-  the layer inputs (plus one recomputed layer) with gradient checkpointing.
+  per-layer element count read off what autograd keeps for a Llama / GPT-2 block; with
+  gradient checkpointing only each block's input, plus one recomputed block, stays.
+* the optimizer step's scratch (AdamW on CUDA works on all tensors at once: one float32 copy
+  of the trainable weights; elsewhere the largest tensor) never coexists with activations.
 
 `MemoryEstimate.training_bytes` (everything but the base weights) is what training adds on
 top of a loaded model; that is the part the tests compare with measured peak RSS.
@@ -38,7 +40,6 @@ from .schema.spec import load_schema
 
 __all__ = ["EstimateError", "Fix", "MemoryEstimate", "ModelShape", "estimate_memory", "model_shape", "format_bytes"]
 
-GIB = 1024**3
 _DTYPE_BYTES = {
     "float32": 4, "float": 4, "fp32": 4,
     "float16": 2, "half": 2, "fp16": 2,
@@ -492,9 +493,7 @@ def _uses_lora(values: Mapping[str, Any], training_type: str) -> bool:
     return training_type == "sft" and bool(values["use_lora"])
 
 
-def _compute(
-    m: ModelShape, values: dict[str, Any], training_type: str, kind: str, seq_len: int | None
-) -> tuple[MemoryEstimate, list[str]]:
+def _compute(m: ModelShape, values: dict[str, Any], training_type: str, kind: str, seq_len: int | None) -> MemoryEstimate:
     base = m.tensors()
     notes: list[str] = []
     lora = _lora_settings(values) if _uses_lora(values, training_type) else None
@@ -521,7 +520,7 @@ def _compute(
     adam_like = values["optim"] in ("adamw_torch",)
     largest = max((t.numel for t in trainable), default=0)
     scratch = (n_trainable if (adam_like and kind == "cuda") else largest) * trainable_bytes
-    est = MemoryEstimate(
+    return MemoryEstimate(
         total_params=sum(t.numel for t in base),
         trainable_params=n_trainable,
         weight_bytes=weight_bytes,
@@ -532,7 +531,6 @@ def _compute(
         device=kind,
         notes=tuple(notes),
     )
-    return est, notes
 
 
 def _fix_steps(values: dict[str, Any], training_type: str) -> list[tuple[str, dict[str, Any]]]:
@@ -543,12 +541,17 @@ def _fix_steps(values: dict[str, Any], training_type: str) -> list[tuple[str, di
         steps.append(("enable gradient checkpointing (about a third slower, same result)", {"gradient_checkpointing": True}))
     if values["optim"] == "adamw_torch":
         steps.append(("use the 8-bit optimizer adamw_8bit (needs bitsandbytes)", {"optim": "adamw_8bit"}))
-    batch, accum = values["per_device_train_batch_size"], values["gradient_accumulation_steps"]
-    max_accum = schema.params["gradient_accumulation_steps"].maximum or accum
-    while batch > 1 and accum * 2 <= max_accum:
-        batch, accum = batch // 2, accum * 2
+    batch = values["per_device_train_batch_size"]
+    effective = batch * values["gradient_accumulation_steps"]
+    max_accum = schema.params["gradient_accumulation_steps"].maximum or effective
+    while batch > 1:
+        batch //= 2
+        accum = -(-effective // batch)  # keep the effective batch (rounded up when it does not divide)
+        if accum > max_accum:
+            break
+        same = "same" if batch * accum == effective else "about the same"
         steps.append(
-            (f"lower the batch size to {batch} and raise gradient accumulation to {accum} (same effective batch, slower)",
+            (f"lower the batch size to {batch} and raise gradient accumulation to {accum} ({same} effective batch, slower)",
              {"per_device_train_batch_size": batch, "gradient_accumulation_steps": accum})
         )
     if training_type == "sft" and not values["use_lora"]:
@@ -575,7 +578,7 @@ def _cheapest_fixes(
         merged = dict(values)
         for c in changes:
             merged.update(c)
-        return _compute(m, merged, training_type, kind, seq_len)[0].total_bytes
+        return _compute(m, merged, training_type, kind, seq_len).total_bytes
 
     steps = _fix_steps(values, training_type)
     for description, changes in steps:  # one change alone, cheapest first
@@ -622,7 +625,7 @@ def estimate_memory(
     full = _complete(values)
     shape = model_shape(model_path)
     kind = _device_kind(device)
-    est, _ = _compute(shape, full, training_type, kind, seq_len)
+    est = _compute(shape, full, training_type, kind, seq_len)
     free = device_free_bytes if device_free_bytes is not None else _free_bytes(kind, device)
     est = replace(est, free_bytes=free)
     if free is None or est.total_bytes <= free:

@@ -256,6 +256,13 @@ CASES = [
     Case("output-dir-is-a-file", lambda c: {"output_dir": c.file("out.txt", "x")}, "output_dir", ("is a file",)),
     Case("output-dir-under-a-file", lambda c: {"output_dir": c.file("plain", "x") + "/out"}, "output_dir",
          ("cannot be created", "is a file")),
+    Case("output-dir-is-the-model-folder", lambda c: {"output_dir": c.values["model_path"]}, "output_dir",
+         ("Training model path folder", "overwrite")),
+    Case("output-dir-inside-the-model-folder", lambda c: {"output_dir": c.values["model_path"] + "/run"},
+         "output_dir", ("inside the Training model path folder",)),
+    Case("output-dir-is-the-adapter-to-attach", lambda c: {
+        "attach_lora": True, "lora_adapter_path": str(c.shared["lora_ckpt"]), "output_dir": str(c.shared["lora_ckpt"])},
+         "output_dir", ("overwrite",)),
     Case("fp16-with-bf16", lambda c: {"fp16": True, "bf16": True}, "bf16", ("FP16 and BF16",)),
     Case("eval-strategy-without-eval-data", lambda c: {"eval_strategy": "steps"}, "eval_strategy",
          ("evaluation needs data",)),
@@ -294,15 +301,19 @@ def test_bad_input_is_refused_by_training_run_start_naming_the_field_and_changin
 # ----------------------------------------------------------------------------------------------
 
 
-def test_bom_crlf_and_blank_lines_are_accepted_and_train(tmp_path):
+def test_bom_crlf_blank_lines_and_a_huge_line_are_accepted_and_train(tmp_path):
     ws, name, values = make_task(tmp_path, max_steps=1)
     clean = Path(values["train_file"]).read_text(encoding="utf-8").splitlines()
+    story = {"messages": [{"role": "user", "content": "Tell me a long story."},
+                          {"role": "assistant", "content": "apple river stone " * 40_000}]}  # ~700 KB
+    clean[3] = json.dumps(story)
     odd = tmp_path / "windows.jsonl"
     odd.write_bytes("\ufeff".encode() + "\r\n\r\n".join(clean).encode() + b"\r\n")
     update_task(ws, name, train_file=str(odd))
     state, rec = run_task(ws, name)
     assert state == "Completed", rec.errors
     assert any(f"{len(clean)} usable record(s)" in m for m in rec.messages("info"))
+    assert any(f"{len(clean)} training" in m for m in rec.messages("info"))  # the huge one is kept, truncated
 
 
 # ----------------------------------------------------------------------------------------------

@@ -96,7 +96,7 @@ def test_a_stop_file_in_the_task_folder_stops_like_ctrl_c_and_is_consumed(tmp_pa
     assert ws.read_status(name).state == "Stopped" and not stop_file.exists()
     assert is_complete(latest_checkpoint(values["output_dir"]))
     progress = json.loads((ws.task_dir(name) / "progress.json").read_text())
-    assert progress["kind"] == "progress" and progress["step"] >= 1
+    assert progress["kind"] == "progress" and progress["max_steps"] == 400
 
 
 def test_device_option_overrides_the_task_device(tmp_path):

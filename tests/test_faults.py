@@ -284,3 +284,24 @@ def test_values_edited_while_running_apply_to_the_next_run_only_and_the_widget_s
     assert widget.workspace.load_task("edited").values["max_steps"] == 3
     assert widget.workspace.read_status("edited").step == 3
     widget.settle(30)
+
+
+# ----------------------------------------------------------------------------------------------
+# Containment: a run writes into its task folder and its output_dir, nowhere else
+# ----------------------------------------------------------------------------------------------
+
+
+def test_a_run_writes_only_into_its_task_folder_and_its_output_dir(tmp_path):
+    ws, name, values = make_task(tmp_path, max_steps=2, save_strategy="steps", save_steps=1, eval_split_ratio=0.2,
+                                 eval_strategy="steps", eval_steps=1)
+    before = snapshot(tmp_path)
+    state, rec = run_task(ws, name)
+    assert state == "Completed", rec.errors
+    out = Path(values["output_dir"])
+    allowed = {str(p) for p in [tmp_path, *out.parents] if tmp_path in [p, *p.parents]}  # folders created for out
+    inside = (str(ws.task_dir(name)), str(out))
+    after = snapshot(tmp_path)
+    stray = [c for c in changes(before, after)
+             if not c.split(":")[0].startswith(inside) and c.split(":")[0] not in allowed]
+    assert stray == []
+    assert any(p.startswith(str(out / "checkpoint-1")) for p in after)  # it did write where it should

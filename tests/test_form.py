@@ -220,9 +220,12 @@ def test_showing_the_same_problems_again_sends_no_messages(recording_comm):
     assert len(recording_comm) == first
 
 
-def test_switching_training_type_updates_the_tabs_in_one_message(recording_comm):
+def test_switching_training_type_sends_tab_children_before_their_titles(recording_comm):
     form = ParamForm()
     recording_comm.clear()
     form.training_type = "pretrain"
-    tab_updates = [m for m in recording_comm if "children" in m.get("state", {}) and "titles" in m["state"]]
-    assert len(tab_updates) == 1
+    updates = [m.get("state", {}) for m in recording_comm]
+    children_at = next(i for i, m in enumerate(updates) if "children" in m)
+    titles_at = next(i for i, m in enumerate(updates) if "titles" in m)
+    assert children_at < titles_at
+    assert len(updates[children_at]["children"]) == len(updates[titles_at]["titles"]) == 5

@@ -170,6 +170,7 @@ def spec_tables() -> dict[str, tuple[str, dict[str, str], list[str]]]:
     return tables
 
 
+@pytest.mark.allow_skip(reason="the product spec lives in ../shared beside the checkout; absent in a bare clone")
 @pytest.mark.parametrize("key", SPEC_KEYS)
 def test_parameter_matches_its_spec_table(spec_tables, key: str) -> None:
     heading, spec, listed = spec_tables[key]

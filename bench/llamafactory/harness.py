@@ -39,6 +39,7 @@ class RunResult:
     real_tokens: int
     label_tokens: int
     steady_tokens_per_s: float  # tokens of steps 2..N over their time (first step excluded)
+    quiet_tokens_per_s: float = float("nan")  # the fastest quarter of steps 2..N (see summarize)
     losses: list[tuple[int, float]] = field(default_factory=list)
     log_path: str = ""
 
@@ -102,6 +103,10 @@ def summarize(tool: str, rec: dict[str, Any], t0_wall: float, wall: float, rss_m
     last_step, t_last, tok_last, _ = steps[-1]
     steady = (tok_last - tok_first) / (t_last - t_first) if len(steps) > 1 and t_last > t_first else float("nan")
     losses = [(int(r["step"]), float(r["loss"])) for r in rec.get("logs", []) if "loss" in r]
+    # On a shared machine a step can wait for the CPU for seconds. Each step's seconds per token,
+    # taken at its 25th percentile, estimates the speed when the tool had the CPU to itself.
+    per_token = sorted((b[1] - a[1]) / (b[2] - a[2]) for a, b in zip(steps, steps[1:]) if b[2] > a[2])
+    quiet = 1.0 / per_token[len(per_token) // 4] if per_token else float("nan")
     return RunResult(
         tool=tool,
         wall_s=wall,
@@ -112,6 +117,7 @@ def summarize(tool: str, rec: dict[str, Any], t0_wall: float, wall: float, rss_m
         real_tokens=int(rec.get("real_tokens", tok_last)),
         label_tokens=int(rec.get("label_tokens", steps[-1][3])),
         steady_tokens_per_s=steady,
+        quiet_tokens_per_s=quiet,
         losses=losses,
         log_path=log_path,
     )

@@ -631,6 +631,33 @@ def _paths(state: _Pass) -> None:
             state.warn(key, warning)
 
 
+# Folders a run reads from; writing the run's output into one of them would overwrite its files.
+_READ_FOLDERS = ("model_path", "tokenizer_path", "lora_adapter_path")
+
+
+def _output_overlaps(state: _Pass) -> None:
+    """output_dir may not be (or lie inside) a folder the run reads: the final save writes
+    config.json, weights and tokenizer files there and would replace the originals."""
+    if not state.usable("output_dir") or state.values["output_dir"] is None:
+        return
+    try:
+        out = Path(state.values["output_dir"]).resolve()
+        for key in _READ_FOLDERS:
+            if state.values.get(key) is None or not state.usable(key):
+                continue
+            source = Path(state.values[key]).resolve()
+            if out == source or source in out.parents:
+                label = state.schema.params[key].label
+                state.error(
+                    "output_dir",
+                    f"is {'the' if out == source else 'inside the'} {label} folder ({state.values[key]}): the "
+                    f"saved model would overwrite its files; choose a separate output folder",
+                )
+                return
+    except (OSError, RuntimeError):  # an unresolvable path is reported by its own check
+        return
+
+
 # -- entry point -----------------------------------------------------------------------
 
 
@@ -646,4 +673,5 @@ def validate(values: Mapping[str, Any], training_type: str = "sft", *, check_pat
     _cross_field(state)
     if check_paths:
         _paths(state)
+        _output_overlaps(state)
     return ValidationResult(state.values, state.errors, state.warnings)

@@ -306,10 +306,12 @@ class ParamForm(widgets.VBox):
         if shown != self._shown_sections:
             current = self.current_section()
             self._shown_sections = shown
-            with self.tabs.hold_sync():
-                self.tabs.children = [self._sections[k] for k in shown]
-                self.tabs.titles = [self.schema.section(k).label for k in shown]
-                self.tabs.selected_index = shown.index(current) if current in shown else 0
+            # Children first, then titles, as separate messages: sent together in one
+            # hold_sync() the front end sometimes applied the titles before the new children
+            # and left blank tab titles (seen in JupyterLab in Chromium).
+            self.tabs.children = [self._sections[k] for k in shown]
+            self.tabs.titles = [self.schema.section(k).label for k in shown]
+            self.tabs.selected_index = shown.index(current) if current in shown else 0
 
     # -- navigation -----------------------------------------------------------------------
     def current_section(self) -> str | None:

@@ -251,7 +251,7 @@ class RunMonitor(w.VBox):
         self.failure_card = w.HTML(value="", layout=w.Layout(display="none"))
         self.failure_card.add_class("modx-failure")
         self.summary = w.HTML(value="", layout=w.Layout(display="none"))
-        self.summary.add_class("modx-summary")
+        self.summary.add_class("modx-run-summary")
         self.charts = RunCharts(max_points=max_points, keep_last=keep_last, lock=self._lock)
         self.log_panel = LogPanel(level=log_level, lock=self._lock)
         self.children = (progress_row, self.failure_card, self.summary, self.charts.widget, self.log_panel.widget)

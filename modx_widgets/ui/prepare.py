@@ -219,6 +219,13 @@ class PrepareWidget(widgets.VBox):
         self._reset_button.on_click(lambda _b: self._click(self.reset))
         self._summary = widgets.HTML("")
         self._summary.add_class("modx-summary")
+        for button, css in (
+            (self._config_button, "modx-config-button"),
+            (self._start_button, "modx-start"),
+            (self._stop_button, "modx-stop"),
+            (self._reset_button, "modx-reset"),
+        ):
+            button.add_class(css)
         self._message = widgets.HTML("")
         self._message.add_class("modx-message")
         self._env = widgets.HTML('<span style="color:#666">Environment check: running...</span>')

@@ -12,11 +12,12 @@ import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
-
-from playwright.sync_api import ConsoleMessage, Page
+from typing import TYPE_CHECKING, Callable
 
 from _servers import JupyterServer
+
+if TYPE_CHECKING:  # Playwright is imported by the browser fixture, with a clear error if missing
+    from playwright.sync_api import ConsoleMessage, Page
 
 # Texts a widget front end writes when a widget cannot be shown (ipywidgets' manager, anywidget).
 WIDGET_ERROR_TEXTS = ("Error displaying widget", "Error rendering widget", "Failed to create view",

@@ -8,10 +8,12 @@ and Voila because the widget's DOM is identical in all three.
 from __future__ import annotations
 
 import re
-
-from playwright.sync_api import Locator, Page
+from typing import TYPE_CHECKING
 
 from _frontends import line_points, wait_until
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Locator, Page
 
 ROOT = ".modx-prepare"
 
@@ -110,8 +112,7 @@ class PreparePage:
 
     def problem_summary(self) -> str:
         """The list of problems shown near Start (empty when there is none)."""
-        # `modx-summary` also names the monitor's final-metrics box; only the one outside it counts.
-        loc = self.root.locator(".modx-summary:not(.modx-monitor .modx-summary)")
+        loc = self.root.locator(".modx-summary")
         texts = [loc.nth(i).inner_text() for i in range(loc.count()) if loc.nth(i).is_visible()]
         return "\n".join(t for t in texts if t.strip())
 

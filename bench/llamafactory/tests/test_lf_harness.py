@@ -73,6 +73,18 @@ def test_summary_excludes_the_first_step_from_steady_throughput():
     assert r.steady_tokens_per_s == pytest.approx(1000 / 2.0)
     assert r.tokens_per_s == pytest.approx(2000 / 12.0)
     assert r.losses == [(1, 2.0), (3, 1.0)]
+    assert r.quiet_tokens_per_s == pytest.approx(500.0)
+
+
+def test_quiet_throughput_ignores_steps_that_waited_for_the_cpu():
+    # steps 2..9 each train 100 tokens in 1 s, except two that were stalled for 10 s
+    steps, t, tok = [[1, 1.0, 100, 0]], 1.0, 100
+    for k, dt in enumerate([1, 10, 1, 1, 10, 1, 1, 1], start=2):
+        t, tok = t + dt, tok + 100
+        steps.append([k, t, tok, 0])
+    r = summarize("x", {"train_begin": 0.0, "steps": steps}, t0_wall=0.0, wall=t, rss_mb=1.0, log_path="")
+    assert r.quiet_tokens_per_s == pytest.approx(100.0)
+    assert r.steady_tokens_per_s == pytest.approx(800 / 26.0)
 
 
 def test_loss_comparison_uses_common_steps_and_the_last_quarter():
