@@ -144,7 +144,8 @@ class MemoryEstimate:
         lines = [
             f"Parameters: {self.total_params:,} total, {self.trainable_params:,} trainable "
             f"({100 * self.trainable_params / max(self.total_params, 1):.2f}%)",
-            f"Estimated peak on {self.device}: {format_bytes(self.total_bytes)} = weights {format_bytes(self.weight_bytes)}"
+            f"Estimated peak on {self.device}: {format_bytes(self.total_bytes)}"
+            f" = weights {format_bytes(self.weight_bytes)}"
             f" + gradients {format_bytes(self.gradient_bytes)} + optimizer {format_bytes(self.optimizer_bytes)}"
             f" + activations {format_bytes(max(self.activation_bytes, self.step_scratch_bytes))}",
         ]
@@ -225,7 +226,8 @@ def _linear(module: str, n_in: int, n_out: int, bias: bool) -> list[Tensor]:
 
 
 def _llama_tensors(m: ModelShape) -> list[Tensor]:
-    """embed V*H; per layer q/k/v/o (GQA: k,v are H x kv_heads*head_dim), gate/up/down, 2 RMSNorms; final norm; lm_head."""
+    """embed V*H; per layer q/k/v/o (GQA: k and v are H x kv_heads*head_dim), gate/up/down and
+    two RMSNorms; the final norm; lm_head unless tied to the embedding."""
     h, q, kv, i = m.hidden_size, m.num_heads * m.head_dim, m.num_kv_heads * m.head_dim, m.intermediate_size
     out = [Tensor("embed_tokens", (m.vocab_size, h))]
     for _ in range(m.num_layers):
@@ -279,7 +281,9 @@ def _lora_settings(values: Mapping[str, Any]) -> _Lora:
         try:
             cfg = json.loads(source.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise EstimateError(f"peft_config_path {str(peft_path)!r} is not a readable adapter_config.json: {exc}") from None
+            raise EstimateError(
+                f"peft_config_path {str(peft_path)!r} is not a readable adapter_config.json: {exc}"
+            ) from None
         rank = cfg.get("r", rank)
         targets = cfg.get("target_modules", targets)
         dropout = cfg.get("lora_dropout", dropout)
@@ -302,12 +306,15 @@ def _lora_tensors(base: list[Tensor], m: ModelShape, lora: _Lora) -> tuple[list[
     for t in base:
         if t.linear and (t.module in wanted or (all_linear and t.module != "lm_head")):
             n_out, n_in = t.shape
-            adapters += [Tensor(f"lora_A.{t.module}", (lora.rank, n_in)), Tensor(f"lora_B.{t.module}", (n_out, lora.rank))]
+            adapters += [Tensor(f"lora_A.{t.module}", (lora.rank, n_in)),
+                         Tensor(f"lora_B.{t.module}", (n_out, lora.rank))]
         elif t.module in ("embed_tokens", "wte") and t.module in wanted:
             n_vocab, h = t.shape
-            adapters += [Tensor(f"lora_A.{t.module}", (lora.rank, n_vocab)), Tensor(f"lora_B.{t.module}", (h, lora.rank))]
+            adapters += [Tensor(f"lora_A.{t.module}", (lora.rank, n_vocab)),
+                         Tensor(f"lora_B.{t.module}", (h, lora.rank))]
     if m.tie_word_embeddings and "lm_head" in wanted:  # PEFT wraps the tied head like any Linear
-        adapters += [Tensor("lora_A.lm_head", (lora.rank, m.hidden_size)), Tensor("lora_B.lm_head", (m.vocab_size, lora.rank))]
+        adapters += [Tensor("lora_A.lm_head", (lora.rank, m.hidden_size)),
+                     Tensor("lora_B.lm_head", (m.vocab_size, lora.rank))]
     return adapters, missing
 
 
@@ -475,7 +482,8 @@ def _complete(values: Mapping[str, Any]) -> dict[str, Any]:
     unknown = sorted(set(values) - set(schema.params))
     if unknown:
         raise EstimateError(f"unknown parameter(s) {', '.join(unknown)}: use the keys of the parameter schema")
-    full = {**schema.defaults(), **{k: v for k, v in values.items() if v is not None or schema.params[k].default is None}}
+    given = {k: v for k, v in values.items() if v is not None or schema.params[k].default is None}
+    full = {**schema.defaults(), **given}
     for key in ("per_device_train_batch_size", "gradient_accumulation_steps", "max_seq_length", "lora_r"):
         try:
             full[key] = int(full[key])
@@ -493,7 +501,9 @@ def _uses_lora(values: Mapping[str, Any], training_type: str) -> bool:
     return training_type == "sft" and bool(values["use_lora"])
 
 
-def _compute(m: ModelShape, values: dict[str, Any], training_type: str, kind: str, seq_len: int | None) -> MemoryEstimate:
+def _compute(
+    m: ModelShape, values: dict[str, Any], training_type: str, kind: str, seq_len: int | None
+) -> MemoryEstimate:
     base = m.tensors()
     notes: list[str] = []
     lora = _lora_settings(values) if _uses_lora(values, training_type) else None
@@ -538,7 +548,9 @@ def _fix_steps(values: dict[str, Any], training_type: str) -> list[tuple[str, di
     schema = load_schema()
     steps: list[tuple[str, dict[str, Any]]] = []
     if not values["gradient_checkpointing"]:
-        steps.append(("enable gradient checkpointing (about a third slower, same result)", {"gradient_checkpointing": True}))
+        steps.append(
+            ("enable gradient checkpointing (about a third slower, same result)", {"gradient_checkpointing": True})
+        )
     if values["optim"] == "adamw_torch":
         steps.append(("use the 8-bit optimizer adamw_8bit (needs bitsandbytes)", {"optim": "adamw_8bit"}))
     batch = values["per_device_train_batch_size"]
@@ -551,7 +563,8 @@ def _fix_steps(values: dict[str, Any], training_type: str) -> list[tuple[str, di
             break
         same = "same" if batch * accum == effective else "about the same"
         steps.append(
-            (f"lower the batch size to {batch} and raise gradient accumulation to {accum} ({same} effective batch, slower)",
+            (f"lower the batch size to {batch} and raise gradient accumulation to {accum} "
+             f"({same} effective batch, slower)",
              {"per_device_train_batch_size": batch, "gradient_accumulation_steps": accum})
         )
     if training_type == "sft" and not values["use_lora"]:
@@ -596,7 +609,8 @@ def _cheapest_fixes(
                     chosen = rest
             break
     return tuple(
-        Fix(description, changes, total([c for _, c in chosen[: i + 1]])) for i, (description, changes) in enumerate(chosen)
+        Fix(description, changes, total([c for _, c in chosen[: i + 1]]))
+        for i, (description, changes) in enumerate(chosen)
     )
 
 

@@ -137,3 +137,21 @@ def test_training_run_trains_in_a_daemon_thread_and_stops_on_request(tmp_path):
     assert newest is not None and is_complete(newest)
     assert any(getattr(e, "kind", "") == "checkpoint" for e in seen)
     assert ws.read_status(name).state == "Stopped"
+
+
+def test_a_stop_file_stops_a_kernel_run_and_a_leftover_one_is_ignored(tmp_path):
+    ws, name, values = make_task(tmp_path, max_steps=3)
+    stop_file = ws.task_dir(name) / "stop"
+    stop_file.write_text("left by an earlier run\n")
+    assert TrainingRun(ws, name).start().wait(120) == "Completed"
+
+    ws, other, values = make_task(tmp_path, "t2", max_steps=400)
+    stop_file = ws.task_dir(other) / "stop"
+
+    def ask_by_file(event):
+        if getattr(event, "kind", "") == "progress" and event.step == 2:
+            stop_file.write_text("please stop\n")  # what a widget in another kernel does
+
+    assert TrainingRun(ws, other, listeners=[ask_by_file]).start().wait(120) == "Stopped"
+    assert not stop_file.exists()  # served, then removed
+    assert is_complete(latest_checkpoint(values["output_dir"]))

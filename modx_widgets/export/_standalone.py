@@ -240,7 +240,8 @@ def build_datasets(cfg, tokenizer):
             evaluation = pack_documents(eval_docs, range(len(eval_docs)), sep, length)
         else:
             evaluation = pack_documents(docs, eval_idx, sep, length) if eval_idx is not None else None
-    as_dataset = lambda rows: Dataset.from_dict({k: [r[k] for r in rows] for k in ("input_ids", "attention_mask", "labels")})
+    columns = ("input_ids", "attention_mask", "labels")
+    as_dataset = lambda rows: Dataset.from_dict({k: [r[k] for r in rows] for k in columns})
     return as_dataset(train), (as_dataset(evaluation) if evaluation else None)
 
 

@@ -210,7 +210,9 @@ def _export_losses(v: dict[str, Any], training_type: str) -> list[str]:
         )
     if training_type == "sft" and v["use_lora"]:
         if v["merge_lora"]:
-            notes.append("merge_lora: merge afterwards with `llamafactory-cli export` (adapter_name_or_path, export_dir)")
+            notes.append(
+                "merge_lora: merge afterwards with `llamafactory-cli export` (adapter_name_or_path, export_dir)"
+            )
         if v["peft_config_path"]:
             notes.append(
                 f"peft_config_path {v['peft_config_path']}: LLaMA-Factory takes LoRA settings only from the YAML; "
@@ -385,5 +387,6 @@ def _keep_valid(values: dict[str, Any], training_type: str, notes: list[str]) ->
     schema = load_schema()
     result = check_values({k: v for k, v in values.items() if k in schema.params}, training_type)
     for key, message in result.errors.items():
-        notes.append(f"{key} = {values.get(key)!r} not imported ({message}); the default {schema.params[key].default!r} is used")
+        default = schema.params[key].default
+        notes.append(f"{key} = {values.get(key)!r} not imported ({message}); the default {default!r} is used")
     return {k: (schema.params[k].default if k in result.errors else result.values[k]) for k in schema.params}

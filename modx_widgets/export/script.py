@@ -131,6 +131,7 @@ def to_python_script(task_record_or_values: Any, training_type: str | None = Non
         f'"""Train {title} ({kind}) the way modx_widgets does, without modx_widgets.\n\n'
         f"Exported by modx_widgets {__version__}.  Needs torch, transformers 5.x, peft, datasets and numpy.\n"
         "Usage: python THIS_FILE.py [--output-dir DIR] [--max-steps N]\n"
+        "Several GPUs: torchrun --nproc_per_node=N THIS_FILE.py (the Trainer runs data-parallel).\n"
         "The losses of each logging step are also written to <output_dir>/log_history.json.\n"
         '"""\n\n'
         "# Data, model and adapter settings of the task.\n"

@@ -15,6 +15,7 @@ from typing import Any, Callable
 from ..events import FINAL_STATES, Status
 from ..store import Workspace
 from .engine import Prepared, RunBusy, check_not_running, execute, prepare
+from .tail import STOP_FILE
 
 Listener = Callable[[Any], None]
 
@@ -76,6 +77,7 @@ class TrainingRun:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._stop_file: Path | None = None
         self._state = "Pending"
         self.error: BaseException | None = None
         self.extra_callbacks: list[Any] = []  # extra Trainer callbacks (tests, tools)
@@ -128,6 +130,11 @@ class TrainingRun:
             if other is not None and other.is_alive():
                 raise RunBusy(f"task {self.task_name!r} is already running in this kernel; stop it first")
             check_not_running(self.workspace, self.task_name)
+            self._stop_file = self.workspace.task_dir(self.task_name) / STOP_FILE
+            try:
+                self._stop_file.unlink()  # a request left by an earlier run is not for this one
+            except FileNotFoundError:
+                pass
             self._thread = threading.Thread(
                 target=self._main, args=(prepared,), name=f"modx-train-{self.task_name}", daemon=True
             )
@@ -155,6 +162,7 @@ class TrainingRun:
                 self._stop,
                 prepared=prepared,
                 callbacks=self.extra_callbacks,
+                stop_file=self._stop_file,  # how another kernel asks this run to stop
             )
         except BaseException as exc:  # noqa: BLE001 - nothing may escape a kernel thread
             self.error = exc
