@@ -453,10 +453,11 @@ def _free_bytes(kind: str, device: str) -> int | None:
         if torch is None:
             return None
         try:
-            if device.startswith("cuda:"):
-                return int(torch.cuda.mem_get_info(int(device.split(":", 1)[1]))[0])
-            count = torch.cuda.device_count()
-            return min(int(torch.cuda.mem_get_info(d)[0]) for d in range(count)) if count else None
+            if device.startswith("cuda:") or "," in device:  # the tightest of the chosen GPUs
+                indices = [int(p.strip().removeprefix("cuda:")) for p in device.split(",")]
+            else:
+                indices = list(range(torch.cuda.device_count()))
+            return min(int(torch.cuda.mem_get_info(d)[0]) for d in indices) if indices else None
         except Exception:
             return None
     try:
@@ -638,6 +639,7 @@ def estimate_memory(
         raise EstimateError(f"seq_len must be at least 1, got {seq_len}")
     full = _complete(values)
     shape = model_shape(model_path)
+    device = str(device or "auto").strip().lower()
     kind = _device_kind(device)
     est = _compute(shape, full, training_type, kind, seq_len)
     free = device_free_bytes if device_free_bytes is not None else _free_bytes(kind, device)
