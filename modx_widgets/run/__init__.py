@@ -6,6 +6,16 @@ Importing this package is cheap; transformers, peft and torch load inside a run.
 from __future__ import annotations
 
 from .engine import Prepared, RunBusy, TaskInvalid, execute, prepare
-from .thread import TrainingRun, active_run, warmup_imports
+from .thread import TrainingRun, active_run, register_run, warmup_imports
 
-__all__ = ["Prepared", "RunBusy", "TaskInvalid", "TrainingRun", "active_run", "execute", "prepare", "warmup_imports"]
+__all__ = [
+    "Prepared",
+    "RunBusy",
+    "TaskInvalid",
+    "TrainingRun",
+    "active_run",
+    "execute",
+    "prepare",
+    "register_run",
+    "warmup_imports",
+]

@@ -19,7 +19,7 @@ from typing import Any, Callable, Iterable, Mapping
 
 from ..events import Error, Message
 from ..store import Workspace, is_pid_alive
-from .hints import hint_for
+from .hints import DISK, hint_for
 from .sink import RunSink
 
 MAX_LISTED_LINES = 10
@@ -197,6 +197,9 @@ def execute(
         if isinstance(exc, KeyboardInterrupt):
             message = "aborted (second interrupt); the newest complete checkpoint can be resumed"
         hint = hint_for(exc)
+        full = _disk_full_note(prepared.values.get("output_dir"))
+        if full:  # torch's checkpoint writer loses errno: "unexpected pos ..." really means this
+            message, hint = f"{message} ({full})", DISK
         tb = traceback.format_exc()
         sink(Message(level="error", text=tb))
         sink(Error(message=message, hint=hint, traceback=tb))
@@ -208,6 +211,25 @@ def execute(
     sink.finish(outcome.state, outcome.message)
     _consume(stop_file if writer else None)
     return outcome.state
+
+
+DISK_FULL_BYTES = 8 * 1024 * 1024  # below this, no checkpoint of any real model fits
+
+
+def _disk_full_note(output_dir: Any) -> str:
+    """'the disk ... is full' when output_dir's file system is (nearly) out of space, else ''."""
+    import shutil
+
+    if not output_dir:
+        return ""
+    p = Path(str(output_dir)).expanduser()
+    while not p.exists() and p.parent != p:
+        p = p.parent
+    try:
+        free = shutil.disk_usage(p).free
+    except OSError:
+        return ""
+    return f"the disk holding output_dir is full: {free // 1024} KiB free" if free < DISK_FULL_BYTES else ""
 
 
 def process_rank() -> int:

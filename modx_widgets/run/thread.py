@@ -34,6 +34,13 @@ def register_run(workspace_root: str | Path | Workspace, task_name: str, run: An
         _registry[_key(root, task_name)] = run
 
 
+def _local_run(root: str | Path, task_name: str) -> Any:
+    """This kernel's live run of the task (registry only: never attaches to another process)."""
+    with _registry_lock:
+        run = _registry.get(_key(root, task_name))
+    return run if run is not None and run.is_alive() else None
+
+
 def active_run(workspace_root: str | Path | Workspace, task_name: str) -> Any:
     """The live run of this task: one this kernel started, or one another process is training.
 
@@ -43,9 +50,8 @@ def active_run(workspace_root: str | Path | Workspace, task_name: str) -> Any:
     None when the task is not running.
     """
     root = workspace_root.root if isinstance(workspace_root, Workspace) else workspace_root
-    with _registry_lock:
-        run = _registry.get(_key(root, task_name))
-    if run is not None and run.is_alive():
+    run = _local_run(root, task_name)
+    if run is not None:
         return run
     from .launch import SubprocessRun
 
@@ -122,8 +128,9 @@ class TrainingRun:
         if self._thread is not None:
             raise RunBusy(f"this run of task {self.task_name!r} was already started; create a new TrainingRun")
         key = _key(self.workspace.root, self.task_name)
-        if active_run(self.workspace.root, self.task_name) is not None:
+        if _local_run(self.workspace.root, self.task_name) is not None:
             raise RunBusy(f"task {self.task_name!r} is already running in this kernel; stop it first")
+        check_not_running(self.workspace, self.task_name)  # another process (names its pid)
         prepared = prepare(self.workspace, self.task_name)  # TaskInvalid: nothing written
         with _registry_lock:
             other = _registry.get(key)
