@@ -30,11 +30,11 @@ def resolve_task(task: str, workspace: str | None) -> tuple[Path, str]:
     p = Path(task).expanduser()
     if p.name == "task.json" or p.suffix == ".json" or p.is_file():
         if not p.is_file():
-            raise SystemExit(f"modx-train: {p} does not exist")
+            raise ValueError(f"{p} does not exist")
         name = p.resolve().parent.name
         root = p.resolve().parent.parent.parent  # <root>/tasks/<name>/task.json
         if workspace is not None and Path(workspace).expanduser().resolve() != root:
-            raise SystemExit(f"modx-train: {p} is not inside workspace {workspace}")
+            raise ValueError(f"{p} is not inside workspace {workspace}")
         return root, name
     return Path(workspace or "modx_workspace").expanduser(), task
 
@@ -101,17 +101,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .run.tail import STOP_FILE, ProgressWriter
     from .store import StoreError, Workspace
 
-    root, name = resolve_task(args.task, args.workspace)
-    workspace = Workspace(root)
     rank0 = process_rank() == 0
     try:
+        root, name = resolve_task(args.task, args.workspace)
+        workspace = Workspace(root)
         prepared = prepare(workspace, name, device=args.device)
     except TaskInvalid as exc:
         print(f"modx-train: task {name!r} cannot start:", file=sys.stderr)
         for key, message in exc.problems.items():
             print(f"  {key}: {message}" if key else f"  {message}", file=sys.stderr)
         return EXIT_INVALID
-    except StoreError as exc:
+    except (StoreError, ValueError) as exc:
         print(f"modx-train: {exc}", file=sys.stderr)
         return EXIT_INVALID
 
