@@ -29,3 +29,14 @@ def test_warmup_imports_runs_once_in_a_background_thread():
         "print(same, background, all(m in sys.modules for m in ('torch', 'transformers', 'peft', 'datasets')))"
     )
     assert out == "True True True"
+
+
+def test_warmup_imports_print_no_optional_kernel_warning():
+    """bitsandbytes' hub-kernel warning at import would show up in the user's notebook cell."""
+    import subprocess
+    import sys
+
+    code = "from modx_widgets.run.thread import _import_heavy; _import_heavy()"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "kernels-community" not in out.stderr

@@ -18,8 +18,17 @@ from ..events import Message
 
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 _LOGGERS = ("transformers", "peft", "accelerate", "datasets")
+# bitsandbytes warns at import, on CPUs with AVX512-BF16, that a 4-bit kernel could not be
+# fetched from a hub; 4-bit inference is never used here, so the line would only alarm users.
+_NOISY_AT_IMPORT = ("bitsandbytes.backends.cpu.ops",)
 _lock = threading.Lock()
 _active = 0
+
+
+def quiet_import_noise() -> None:
+    """Silence import-time warnings of optional kernels we never use (call before importing peft)."""
+    for name in _NOISY_AT_IMPORT:
+        logging.getLogger(name).setLevel(logging.ERROR)
 _saved: dict[str, Any] = {}
 
 

@@ -153,6 +153,9 @@ def add_adapter(model: Any, values: Mapping[str, Any], training_type: str) -> An
         return model
     if values.get("attach_lora"):
         return _attach_adapter(model, values.get("lora_adapter_path"))
+    from .logs import quiet_import_noise
+
+    quiet_import_noise()
     from peft import get_peft_model
 
     try:

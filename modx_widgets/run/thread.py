@@ -182,6 +182,9 @@ _warmup_lock = threading.Lock()
 
 
 def _import_heavy() -> None:
+    from .logs import quiet_import_noise
+
+    quiet_import_noise()
     try:
         import torch  # noqa: F401
         import transformers  # noqa: F401

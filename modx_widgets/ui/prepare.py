@@ -232,6 +232,9 @@ class PrepareWidget(widgets.VBox):
         self._env.add_class("modx-envcheck")
         self._checkpoints = widgets.HTML("")
         self._checkpoints.add_class("modx-checkpoints")
+        from .inspector import DataInspector
+
+        self._inspector = DataInspector(self._inspect_request, self._apply_length)
         self._drawer = widgets.VBox([self._form], layout=widgets.Layout(display="none"))
         self._drawer.add_class("modx-drawer")
         self._config_button.observe(self._on_drawer_toggle, names="value")
@@ -246,6 +249,7 @@ class PrepareWidget(widgets.VBox):
                 self._message,
                 self._checkpoints,
                 self._env,
+                self._inspector,
                 self._drawer,
                 self._monitor_slot,
             ],
@@ -329,6 +333,16 @@ class PrepareWidget(widgets.VBox):
         self._panel.temporary.value = bool(value)
 
     @property
+    def detached(self) -> bool:
+        """The "Detached run" box: when on, Start trains in a separate process that outlives the
+        kernel (device "all" always does, one process per GPU)."""
+        return self._panel.detached.value
+
+    @detached.setter
+    def detached(self, value: bool) -> None:
+        self._panel.detached.value = bool(value)
+
+    @property
     def template(self) -> str | None:
         return self._template
 
@@ -376,6 +390,26 @@ class PrepareWidget(widgets.VBox):
     @property
     def running(self) -> bool:
         return self._run is not None and self._run.is_alive()
+
+    # -- data inspector ---------------------------------------------------------------------
+    @property
+    def inspector(self) -> Any:
+        """The "Inspect data" panel (`ui.inspector.DataInspector`)."""
+        return self._inspector
+
+    def inspect_data(self, wait: float | None = 0) -> Any:
+        """Inspect the training data with the current values in the background; with `wait`
+        (seconds, None: until done) return the `DataInspection` (None while busy or on error)."""
+        self._inspector.inspect()
+        if wait is None or wait > 0:
+            return self._inspector.wait(wait)
+        return None
+
+    def _inspect_request(self) -> tuple[dict[str, Any], str]:
+        return validate(self._form.values, self.training_type, check_paths=False).values, self.training_type
+
+    def _apply_length(self, length: int) -> None:
+        self.set_values({"max_seq_length": length})
 
     # -- the refresh loop: values -> validate -> errors -> labels ---------------------------
     def _on_values_changed(self, changed: set[str]) -> None:
@@ -872,8 +906,10 @@ class PrepareWidget(widgets.VBox):
         self._refresh_tasks()
 
         from ..run import RunBusy, TaskInvalid, TrainingRun
+        from ..run.launch import SubprocessRun, needs_subprocess
 
-        run = TrainingRun(self._ws, name)
+        outside = needs_subprocess(self.device, self.detached)
+        run = SubprocessRun(self._ws, name) if outside else TrainingRun(self._ws, name)
         try:
             run.start()  # the run room's own checks (data lines, model folder, resume) may refuse
         except (TaskInvalid, RunBusy) as exc:
@@ -882,7 +918,8 @@ class PrepareWidget(widgets.VBox):
         self._adopt(run, name, fresh=True)
         self._panel.set_state(name, run.state)
         self._sync_buttons()
-        self._say(f"Started task {name!r}." + (f" {note}" if note else ""))
+        where = " in a separate process (it keeps going if the kernel restarts)" if outside else ""
+        self._say(f"Started task {name!r}{where}." + (f" {note}" if note else ""))
 
     def _template_note(self) -> str:
         """Without "Temporary template" the store writes the values back into a user template
@@ -912,12 +949,24 @@ class PrepareWidget(widgets.VBox):
             self._form.reveal(first)
 
     def stop(self) -> None:
-        """Ask the running task to stop; it saves a resumable checkpoint and ends Stopped."""
+        """Ask the running task to stop; it saves a resumable checkpoint and ends Stopped.
+
+        For a run in a separate process, pressing Stop again kills its processes at once (no
+        checkpoint; the task ends Failed)."""
         if not self.running:
             self._say("Nothing is running.")
             return
+        if getattr(self._run, "stopping", False):
+            try:
+                self._run.stop()  # second press: kill
+            except RuntimeError as exc:
+                self._say(str(exc), "error")
+                raise
+            self._say(f"Killed the processes of task {self._run_task!r}.", "warning")
+            return
         self._run.stop()
-        self._say(f"Stopping task {self._run_task!r} (a checkpoint is saved first)...")
+        again = " Press Stop again to kill it at once." if hasattr(self._run, "kill") else ""
+        self._say(f"Stopping task {self._run_task!r} (a checkpoint is saved first)...{again}")
 
     def wait(self, timeout: float | None = None) -> str | None:
         """Block until the followed run ends (or `timeout` s pass) and return its state."""

@@ -101,6 +101,11 @@ class TaskPanel(widgets.VBox):
             options=list(schema.basic_param("training_type").options or ()), layout=widgets.Layout(width="17em")
         )
         self.device = widgets.Dropdown(options=list(BASE_DEVICES), layout=widgets.Layout(width="17em"))
+        self.detached = widgets.Checkbox(
+            description="Detached run", indent=False,
+            tooltip="Train in a separate process that keeps going after a kernel restart or a closed browser; "
+                    "a new widget re-attaches to it.  Device 'all' always trains this way (one process per GPU).",
+        )
         self.new_button = widgets.Button(description="New task", icon="plus", tooltip="Create a new task")
         self.new_button.on_click(lambda _b: self._call(actions.new))
         self.task_list = widgets.VBox(layout=widgets.Layout(max_height="22em", overflow="auto"))
@@ -118,6 +123,7 @@ class TaskPanel(widgets.VBox):
                 widgets.HBox([self.temporary], layout=widgets.Layout(margin="0 0 0 9em")),
                 _labelled(schema, "training_type", self.training_type),
                 _labelled(schema, "device", self.device),
+                widgets.HBox([self.detached], layout=widgets.Layout(margin="0 0 0 9em")),
                 widgets.HBox([widgets.HTML("<b>Tasks</b>", layout=widgets.Layout(width="9em")), self.new_button]),
                 self.task_list,
                 self.message,
