@@ -59,6 +59,7 @@ def test_enospc_while_saving_fails_clearly_and_the_earlier_checkpoint_resumes(tm
     assert state == "Failed"
     assert_disk_full_status(ws.read_status(name))
     assert rec.errors and rec.errors[-1].hint == hints.DISK
+    assert ws.read_status(name).message.endswith(f"the newest complete checkpoint is {out / 'checkpoint-2'}")
     assert kept and snapshot(out / "checkpoint-2") == kept
     assert not is_complete(out / "checkpoint-4") and latest_checkpoint(out) == out / "checkpoint-2"
 
@@ -148,6 +149,8 @@ def test_a_real_full_disk_fails_the_run_clearly_and_keeps_earlier_checkpoints(tm
     assert done.returncode == 0 and lines, done.stdout[-3000:] + done.stderr[-3000:]
     result = json.loads(lines[-1][len("RESULT "):])
     assert result["state"] == "Failed", result
-    assert_disk_full_status(ws.read_status(name))
+    status = ws.read_status(name)
+    assert_disk_full_status(status)
+    assert status.message.endswith(f"the newest complete checkpoint is {values['output_dir']}/checkpoint-2")
     assert result["intact"] and result["complete"] and result["latest"].endswith("checkpoint-2"), result
     assert "trainer_state.json" not in result["partial"], result

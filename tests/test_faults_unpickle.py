@@ -18,6 +18,7 @@ from test_faults_support import evil_pickle
 from test_run_support import make_task, run_task
 
 import modx_widgets
+from modx_widgets.run import hints
 from modx_widgets.store import StoreError, Workspace
 
 
@@ -48,8 +49,9 @@ def test_a_planted_object_in_a_checkpoint_is_never_unpickled_on_resume(tmp_path,
     assert not mark.exists()
     assert state == PLANTED[planted], rec.errors
     if state == "Failed":
-        message = ws.read_status(name).message
-        assert "weights only" in message.lower() or "weights_only" in message, message
+        status = ws.read_status(name)
+        assert "weights only load failed" in status.message.lower(), status.message
+        assert status.hint == hints.UNSAFE
 
 
 def test_a_model_folder_with_pickled_weights_is_loaded_weights_only(tmp_path):
@@ -60,7 +62,9 @@ def test_a_model_folder_with_pickled_weights_is_loaded_weights_only(tmp_path):
     evil_pickle(model / "pytorch_model.bin", mark)
     state, rec = run_task(ws, name)
     assert not mark.exists()
-    assert state == "Failed" and "download the model folder again" in ws.read_status(name).message
+    status = ws.read_status(name)
+    assert state == "Failed" and "weights only load failed" in status.message.lower()
+    assert status.hint == hints.UNSAFE
 
 
 def test_an_attached_adapter_with_pickled_weights_is_loaded_weights_only(tmp_path, checkpoint):
@@ -71,6 +75,7 @@ def test_an_attached_adapter_with_pickled_weights_is_loaded_weights_only(tmp_pat
     ws, name, _ = make_task(tmp_path, max_steps=1, attach_lora=True, lora_adapter_path=str(adapter))
     state, rec = run_task(ws, name)
     assert not mark.exists() and state == "Failed"
+    assert ws.read_status(name).hint == hints.UNSAFE
 
 
 def test_workspace_files_replaced_by_pickles_are_refused_as_not_json(tmp_path):

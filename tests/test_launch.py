@@ -265,3 +265,20 @@ def test_second_stop_kills_every_process_and_fails_the_task(tmp_path):
     assert events[-1].kind == "status" and events[-1].message == KILLED
     assert any(isinstance(e, Error) and e.message == KILLED for e in ws.read_events(name))
     assert not os.path.exists(os.path.join(values["output_dir"], "adapter_model.safetensors"))
+
+
+@pytest.mark.slow
+def test_a_training_process_that_dies_silently_leaves_the_task_failed_interrupted(tmp_path):
+    import signal
+
+    ws, name, _ = make_task(tmp_path, **LONG)
+    stepped = threading.Event()
+    run = SubprocessRun(ws, name, listeners=[lambda e: isinstance(e, Log) and stepped.set()]).start()
+    assert stepped.wait(300)
+    owner = ws.read_status(name).owner_pid
+    assert owner == run.pid  # one process: the launched process itself trains and owns the task
+    os.kill(owner, signal.SIGKILL)  # the out-of-memory killer, say
+    assert run.wait(60) == "Failed"
+    status = ws.read_status(name)
+    assert status.state == "Failed" and status.message == "interrupted"
+    assert "launch.log" in status.hint and "-9" in status.hint

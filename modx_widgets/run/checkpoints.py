@@ -77,12 +77,58 @@ def expected_lora(values: dict[str, Any], training_type: str) -> tuple[Any, list
     return values.get("lora_r"), sorted(values.get("lora_target_modules") or [])
 
 
+# A LoRA matrix's name -> (its dimension that must match the adapted weight, that weight's dimension).
+# Linear weights are (out, in): A is (r, in), B is (out, r).  Embeddings are (num, dim): A is
+# (r, num), B is (dim, r).
+_LORA_FIT = {"lora_A": (1, 1), "lora_B": (0, 0), "lora_embedding_A": (1, 0), "lora_embedding_B": (0, 1)}
+_LORA_KEY = re.compile(r"^(?P<module>.+)\.(?P<part>lora_A|lora_B|lora_embedding_A|lora_embedding_B)(?:\.weight)?$")
+_PEFT_PREFIX = "base_model.model."
+
+
+def weights_misfit(checkpoint: str | Path, model_dir: str | Path | None) -> str:
+    """'' when every tensor saved in `checkpoint` fits the model in `model_dir` (or we cannot
+    tell: no safetensors, an unreadable header); else which tensor does not fit and why.
+
+    Compares safetensors headers only: adapter matrices against the layer they adapt, full
+    weights against the same-named weight.  A LoRA checkpoint made on another model of the
+    same family has the same config keys but different layer sizes, and would otherwise fail
+    minutes later inside the Trainer.
+    """
+    from .shapes import folder_shapes
+
+    if model_dir is None:
+        return ""
+    saved, model = folder_shapes(checkpoint), folder_shapes(model_dir)
+    if not saved or not model:
+        return ""
+    for name, shape in sorted(saved.items()):
+        key = name[len(_PEFT_PREFIX):] if name.startswith(_PEFT_PREFIX) else name
+        lora = _LORA_KEY.match(key)
+        if lora is None:
+            if key in model and model[key] != shape:
+                return f"{key} is {list(shape)} there but {list(model[key])} in model_path"
+            continue
+        target = lora.group("module") + ".weight"
+        if target not in model:
+            return f"it adapts {lora.group('module')}, which model_path does not have"
+        mine, theirs = _LORA_FIT[lora.group("part")]
+        base = model[target]
+        if len(shape) != 2 or len(base) != 2 or shape[mine] != base[theirs]:
+            return f"its LoRA weights for {lora.group('module')} do not fit that layer ({list(base)} in model_path)"
+    return ""
+
+
 def resume_problem(
-    path: str | Path, *, model_config: dict[str, Any] | None, lora: tuple[Any, list[str]] | None
+    path: str | Path,
+    *,
+    model_config: dict[str, Any] | None,
+    lora: tuple[Any, list[str]] | None,
+    model_dir: str | Path | None = None,
 ) -> str:
     """'' when `path` is a complete checkpoint that fits this model and LoRA setup, else why not.
 
-    `lora` is `expected_lora(...)`; `model_config` the model's config.json as a dict.
+    `lora` is `expected_lora(...)`; `model_config` the model's config.json as a dict;
+    `model_dir` the model folder, whose weight shapes the checkpoint's must fit.
     """
     p = Path(path)
     if not p.is_dir():
@@ -115,4 +161,8 @@ def resume_problem(
                     f"resume_from_checkpoint {p} belongs to another model ({key} {saved[key]} there, "
                     f"{model_config[key]} in model_path)"
                 )
+    if not (model_config or {}).get("quantization_config"):  # packed quantized weights have other shapes
+        misfit = weights_misfit(p, model_dir)
+        if misfit:
+            return f"resume_from_checkpoint {p} belongs to another model: {misfit}"
     return ""

@@ -127,7 +127,10 @@ def prepare(workspace: Workspace, task_name: str, *, device: str | None = None) 
     resume = values.get("resume_from_checkpoint")
     if resume and not {"resume_from_checkpoint", "model_path"} & set(problems):
         model_config = _read_json(Path(str(values["model_path"])) / "config.json")
-        problem = resume_problem(resume, model_config=model_config, lora=expected_lora(values, record.training_type))
+        problem = resume_problem(
+            resume, model_config=model_config, lora=expected_lora(values, record.training_type),
+            model_dir=values["model_path"],
+        )
         if problem:
             problems["resume_from_checkpoint"] = problem
     if problems:
@@ -200,6 +203,7 @@ def execute(
         full = _disk_full_note(prepared.values.get("output_dir"))
         if full:  # torch's checkpoint writer loses errno: "unexpected pos ..." really means this
             message, hint = f"{message} ({full})", DISK
+        message += _resume_note(prepared.values.get("output_dir"))
         tb = traceback.format_exc()
         sink(Message(level="error", text=tb))
         sink(Error(message=message, hint=hint, traceback=tb))
@@ -230,6 +234,20 @@ def _disk_full_note(output_dir: Any) -> str:
     except OSError:
         return ""
     return f"the disk holding output_dir is full: {free // 1024} KiB free" if free < DISK_FULL_BYTES else ""
+
+
+def _resume_note(output_dir: Any) -> str:
+    """Where a failed run can be resumed from: the newest *complete* checkpoint (a save cut
+    short by the failure is skipped), or '' when there is none."""
+    from .checkpoints import latest_checkpoint
+
+    if not output_dir:
+        return ""
+    try:
+        newest = latest_checkpoint(Path(str(output_dir)).expanduser())
+    except OSError:
+        return ""
+    return f"; the newest complete checkpoint is {newest}" if newest is not None else ""
 
 
 def process_rank() -> int:

@@ -18,6 +18,10 @@ PERMISSION = "No permission: choose an output_dir you can write to, or fix the f
 MODEL = "Damaged model files: download the model folder again (config.json + every *.safetensors shard)."
 CONFIG = "Check the parameter named in the message and start again."
 INVALID = "Fix the fields listed above and start again."
+UNSAFE = (
+    "Refused to unpickle: a checkpoint or model file holds Python objects, not only tensors, and loading "
+    "it could run code. Resume from a checkpoint this studio saved, or use *.safetensors weights."
+)
 
 
 def _chain(exc: BaseException):
@@ -33,6 +37,8 @@ def hint_for(exc: BaseException) -> str:
     for e in _chain(exc):
         name = type(e).__name__
         text = str(e).lower()
+        if name == "UnpicklingError" or "weights only load failed" in text:  # torch.load(weights_only=True)
+            return UNSAFE
         if name in ("OutOfMemoryError", "MemoryError") or "out of memory" in text or "cuda oom" in text:
             return OOM
         if isinstance(e, OSError) and e.errno == errno.ENOSPC or "no space left" in text:

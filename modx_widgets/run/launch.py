@@ -1,4 +1,4 @@
-"""`SubprocessRun`: a task trained by `modx-train` in its own process group, watched from here.
+"""`SubprocessRun`: a task trained by `modx-train` in processes of its own, watched from here.
 
 Used for device "all" (or a list such as "cuda:0,cuda:1": data-parallel, one process per
 GPU through torchrun and the Trainer's own DDP) and for "detached" runs on one device, which
@@ -12,10 +12,12 @@ torch.distributed.run.  Calling it directly gives the same processes everywhere 
 NCCL on GPUs) with one code path.
 
 Stop crosses the process boundary through a file: the first `stop()` creates `<task>/stop`,
-which the training processes poll (rank 0 decides, all ranks stop at the same step, a
-checkpoint is saved, the task ends Stopped).  A second `stop()` kills the launcher and every
-process below it (torchrun gives each worker a session of its own, so the tree is walked).  The launcher leaves `launch.json` (pid, host, command) and `launch.log` (all
-output of the processes) in the task folder, so a later kernel can re-attach and still stop it.
+which the training processes check at every step end (they agree with one all-reduce, so all
+stop at the same step); a checkpoint is saved and the task ends Stopped.  A second `stop()`
+kills the launcher and every process below it (torchrun gives each worker a session of its
+own, so the process tree is walked).  The launcher leaves `launch.json` (pid, host, command)
+and `launch.log` (all output of the processes) in the task folder, so a later kernel can
+re-attach, find the output, and still stop it.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from typing import Any, Callable
 from ..events import FINAL_STATES, Error, Status
 from ..store import StatusRecord, StoreError, Workspace, is_pid_alive
 from ..store.process import this_host
+from ..store.workspace import INTERRUPTED
 from .tail import PROGRESS_FILE, STOP_FILE, Follower, TaskTail
 
 __all__ = [
@@ -474,9 +477,15 @@ class SubprocessRun:
                 pass
         if self._killed:
             return self._record_end("Failed", KILLED, KILLED_HINT)
-        if seen_running and record is not None and record.state in FINAL_STATES:
-            return Status(state=record.state, message=record.message, hint=record.hint)
         log = _log_tail(self._task_dir() / LAUNCH_LOG)
+        if seen_running and record is not None and record.state in FINAL_STATES:
+            if self.launched and record.message == INTERRUPTED:
+                # the store only knows the process vanished; say where its own output is
+                code = self._popen.returncode if self._popen is not None else None
+                hint = (f"The training processes ended without reporting (exit code {code}); their output is in "
+                        f"{self._task_dir() / LAUNCH_LOG}. Resume from the newest checkpoint or start again.")
+                return self._record_end(record.state, INTERRUPTED, hint, traceback=log)
+            return Status(state=record.state, message=record.message, hint=record.hint)
         code = self._popen.returncode if self._popen is not None else None
         line = _last_meaningful_line(log) or "no output"
         message = f"the training process exited{f' with code {code}' if code is not None else ''} before reporting: {line}"

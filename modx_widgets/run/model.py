@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from ..config.build import BuildError, lora_config
+from .shapes import folder_shapes
 
 WEIGHT_PATTERNS = ("*.safetensors", "pytorch_model*.bin")
 
@@ -58,24 +59,14 @@ def weight_layers(model_dir: Any) -> dict[str, int] | None:
     Lets a LoRA target the model lacks be refused before anything is loaded.  None when the
     weights are not safetensors or a header cannot be read (the check after loading remains).
     """
-    p = Path(str(model_dir))
-    files = sorted(p.glob("*.safetensors"))
-    if not files:
+    shapes = folder_shapes(Path(str(model_dir)))
+    if shapes is None:
         return None
     layers: dict[str, int] = {}
-    for f in files:
-        try:
-            with f.open("rb") as fh:
-                size = int.from_bytes(fh.read(8), "little")
-                if not 0 < size < 100 * 1024 * 1024:
-                    return None
-                header = json.loads(fh.read(size))
-        except (OSError, ValueError):
-            return None
-        for name, info in header.items():
-            parts = name.split(".")
-            if len(parts) >= 2 and isinstance(info, dict):
-                layers[parts[-2]] = max(layers.get(parts[-2], 0), len(info.get("shape") or ()))
+    for name, shape in shapes.items():
+        parts = name.split(".")
+        if len(parts) >= 2:
+            layers[parts[-2]] = max(layers.get(parts[-2], 0), len(shape))
     return layers
 
 

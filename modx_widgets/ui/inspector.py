@@ -4,28 +4,38 @@ Pressing the button (or calling `inspect()`) reads the current form values throu
 callback, runs `inspect_data` in a daemon thread and writes the result into a few HTML
 widgets; presses while it works collapse into one rerun with the newest values.  A
 "Use N" button puts the suggested max_seq_length into the form through another callback.
-Nothing here decides anything about data: the numbers come from `inspect_data`.
+Nothing here decides anything about data: the numbers come from `inspect_data`, which is
+imported on the first inspection (it brings numpy), so building the widget stays cheap.
 """
 
 from __future__ import annotations
 
 import html
 import threading
-from typing import Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import ipywidgets as widgets
 
-from ..inspect_data import COLOURS, DataInspection, inspect_data
+if TYPE_CHECKING:
+    from ..inspect_data import DataInspection
 
 __all__ = ["DataInspector", "histogram_html", "inspection_html"]
 
 Request = Callable[[], "tuple[Mapping[str, Any], str]"]
+ERROR_COLOUR = "#c62828"
 BAR_HEIGHT_PX = 80
 MAX_LISTED = 10
 
 
+def _colours() -> dict[str, str]:
+    from ..inspect_data import COLOURS
+
+    return COLOURS
+
+
 def histogram_html(result: DataInspection) -> str:
     """Token-length histogram as flex-box bars; bins beyond max_seq_length in red, a line at the limit."""
+    colours = _colours()
     hist = result.histogram
     if not hist.counts:
         return ""
@@ -35,9 +45,9 @@ def histogram_html(result: DataInspection) -> str:
     bars = []
     for lo, hi, count in zip(hist.edges, hist.edges[1:], hist.counts):
         over = sft and lo >= limit
-        colour = COLOURS["bar_over"] if over else COLOURS["bar"]
+        colour = colours["bar_over"] if over else colours["bar"]
         height = 0 if count == 0 else max(round(BAR_HEIGHT_PX * count / peak), 2)
-        edge = f"border-left:2px solid {COLOURS['limit']};" if sft and lo == limit else ""
+        edge = f"border-left:2px solid {colours['limit']};" if sft and lo == limit else ""
         bars.append(
             f'<div class="modx-bin{" modx-over" if over else ""}" title="{lo + 1}-{hi} tokens: {count}" '
             f'style="flex:1 1 0;display:flex;align-items:flex-end;{edge}">'
@@ -57,6 +67,7 @@ def histogram_html(result: DataInspection) -> str:
 
 
 def _rejected_html(result: DataInspection) -> str:
+    colours = _colours()
     if not result.rejected_count:
         return ""
     items = "".join(
@@ -65,18 +76,19 @@ def _rejected_html(result: DataInspection) -> str:
     more = result.rejected_count - min(len(result.rejected), MAX_LISTED)
     tail = f"<li>... and {more} more</li>" if more > 0 else ""
     return (
-        f'<details class="modx-rejected"><summary style="color:{COLOURS["limit"]}">'
+        f'<details class="modx-rejected"><summary style="color:{colours["limit"]}">'
         f"{result.rejected_count} rejected line(s)</summary><ul>{items}{tail}</ul></details>"
     )
 
 
 def _examples_html(result: DataInspection) -> str:
+    colours = _colours()
     if not result.examples:
         return ""
     legend = (
-        f'<span style="background:{COLOURS["trained"]};color:{COLOURS["trained_text"]}">trained</span> '
-        f'<span style="color:{COLOURS["context"]}">context (no loss)</span> '
-        f'<span style="color:{COLOURS["cut"]};text-decoration:line-through">cut by max_seq_length</span>'
+        f'<span style="background:{colours["trained"]};color:{colours["trained_text"]}">trained</span> '
+        f'<span style="color:{colours["context"]}">context (no loss)</span> '
+        f'<span style="color:{colours["cut"]};text-decoration:line-through">cut by max_seq_length</span>'
     )
     body = "".join(e.html() for e in result.examples)
     return (
@@ -166,6 +178,8 @@ class DataInspector(widgets.VBox):
                     return
                 self._pending = False
             try:
+                from ..inspect_data import inspect_data
+
                 values, training_type = self._request()
                 result = inspect_data(values, training_type, examples=self._examples)
             except Exception as exc:  # noqa: BLE001 - shown in the panel; a thread has nobody to raise to
@@ -180,8 +194,8 @@ class DataInspector(widgets.VBox):
         self.status.value = f'<span style="color:{colour}">{html.escape(text)}</span>'
 
     def _show_error(self, message: str) -> None:
-        self._set_status("Cannot inspect the data", COLOURS["limit"])
-        self.body.value = f'<span style="color:{COLOURS["limit"]}">{html.escape(message)}</span>'
+        self._set_status("Cannot inspect the data", ERROR_COLOUR)
+        self.body.value = f'<span style="color:{ERROR_COLOUR}">{html.escape(message)}</span>'
         self.use_button.layout.display = "none"
 
     def _show(self, result: DataInspection) -> None:
