@@ -221,6 +221,10 @@ CASES = [
     Case("attach-lora-folder-without-adapter", lambda c: {"attach_lora": True,
                                                           "lora_adapter_path": str(c.folder("adapter"))},
          "lora_adapter_path", ("adapter_config.json",)),
+    Case("attach-adapter-of-another-model", lambda c: {
+        "attach_lora": True, "lora_adapter_path": str(c.shared["lora_ckpt"]),
+        "model_path": str(c.shared["other_model"])},
+         "lora_adapter_path", ("trained on another model", "k_proj")),
     Case("lora-without-target-modules", lambda c: {"lora_target_modules": []}, "lora_target_modules",
          ("at least one",)),
     # -- the resume checkpoint -------------------------------------------------------------------
@@ -350,7 +354,10 @@ def hand_written_task(tmp_path: Path, values: dict[str, Any]) -> tuple[Workspace
     return ws, path
 
 
-@pytest.mark.parametrize("key,bad", OUT_OF_RANGE + WRONG_TYPES, ids=[f"{k}={v!r}" for k, v in OUT_OF_RANGE + WRONG_TYPES])
+FROM_FILES = OUT_OF_RANGE + WRONG_TYPES
+
+
+@pytest.mark.parametrize("key,bad", FROM_FILES, ids=[f"{k}={v!r}" for k, v in FROM_FILES])
 def test_a_task_file_value_the_form_refuses_is_refused_at_start_with_the_forms_message(tmp_path, key, bad):
     form_message = validate({key: bad}, "sft", check_paths=False).errors[key]
     ws, path = hand_written_task(tmp_path, {key: bad})

@@ -256,7 +256,7 @@ def test_stop_when_nothing_runs_changes_nothing(tmp_path):
 
 
 def test_values_edited_while_running_apply_to_the_next_run_only_and_the_widget_says_so(tmp_path):
-    from modx_widgets.ui.prepare import PrepareWidget
+    from modx_widgets.ui.prepare import PrepareWidget, StartRefused
 
     values = widget_values(tmp_path, max_steps=2000, save_strategy="no")
     widget = PrepareWidget(workspace=tmp_path / "ws2")
@@ -270,6 +270,10 @@ def test_values_edited_while_running_apply_to_the_next_run_only_and_the_widget_s
         wait_for_step(seen, 1)
         widget.set_values({"max_steps": 3, "learning_rate": 1e-3})
         assert "next run" in widget._message.value
+        assert widget._start_button.disabled
+        with pytest.raises(StartRefused) as info:
+            widget.start()  # Start again while it runs
+        assert "already running" in info.value.errors["run"] or "still running" in info.value.errors["run"]
         assert widget.workspace.load_task("edited").values["max_steps"] == 2000  # the task file is untouched
         wait_for_step(seen, max(e.step for e in seen if getattr(e, "kind", "") == "progress") + 2)
     finally:
@@ -277,7 +281,8 @@ def test_values_edited_while_running_apply_to_the_next_run_only_and_the_widget_s
     assert widget.wait(120) == "Stopped"
     progress = [e for e in seen if getattr(e, "kind", "") == "progress"]
     assert {e.max_steps for e in progress} == {2000} and progress[-1].step > 3  # the run kept its settings
-    assert {log.learning_rate for log in [e for e in seen if getattr(e, "kind", "") == "log"]} == {values["learning_rate"]}
+    logged = [e for e in seen if getattr(e, "kind", "") == "log"]
+    assert {log.learning_rate for log in logged} == {values["learning_rate"]}
 
     widget.start()  # the next run of the same task uses the edited values
     assert widget.wait(120) == "Completed"

@@ -403,3 +403,16 @@ def test_an_edit_that_changes_no_problem_sends_only_that_controls_update(ws, mon
     seed.value = seed.value + 1
     w.settle(60)
     assert [comm_id for comm_id, _ in sent] == [seed.comm.comm_id]
+
+
+def test_a_llamafactory_yaml_imported_in_the_tools_panel_lands_in_the_form(widget):
+    from modx_widgets.export import to_llamafactory_yaml
+
+    paths = {"train_file": "chat.jsonl", "output_dir": "out", "model_path": "model"}
+    source = {**load_schema().defaults(), **paths, "learning_rate": 5e-4, "lora_r": 8, "num_train_epochs": 3}
+    text, _ = to_llamafactory_yaml(source, "sft")
+    result = widget._tools.import_yaml(text)
+    assert result is not None
+    assert widget.values["learning_rate"] == 5e-4
+    assert widget.values["lora_r"] == 8
+    assert widget.values["num_train_epochs"] == 3

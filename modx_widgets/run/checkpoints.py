@@ -114,7 +114,10 @@ def weights_misfit(checkpoint: str | Path, model_dir: str | Path | None) -> str:
         mine, theirs = _LORA_FIT[lora.group("part")]
         base = model[target]
         if len(shape) != 2 or len(base) != 2 or shape[mine] != base[theirs]:
-            return f"its LoRA weights for {lora.group('module')} do not fit that layer ({list(base)} in model_path)"
+            return (
+                f"its LoRA weights for {lora.group('module')} ({lora.group('part')} {list(shape)}) do not fit "
+                f"that layer ({list(base)} in model_path)"
+            )
     return ""
 
 

@@ -85,7 +85,7 @@ def prepare(workspace: Workspace, task_name: str, *, device: str | None = None) 
     """
     from ..config.validate import validate
     from ..envcheck import check_environment
-    from .checkpoints import expected_lora, resume_problem
+    from .checkpoints import expected_lora, resume_problem, weights_misfit
     from .model import ModelError, check_model_dir, has_chat_template, missing_lora_targets
 
     record = workspace.load_task(task_name)
@@ -111,6 +111,10 @@ def prepare(workspace: Workspace, task_name: str, *, device: str | None = None) 
             problems["model_path"] = str(exc)
         else:
             lora = expected_lora(values, record.training_type)
+            adapter = values.get("lora_adapter_path") if lora is not None and values.get("attach_lora") else None
+            misfit = weights_misfit(adapter, values["model_path"]) if adapter else ""
+            if misfit and "lora_adapter_path" not in problems:
+                problems["lora_adapter_path"] = f"{adapter} was trained on another model: {misfit}"
             if lora is not None and not values.get("attach_lora"):
                 problem = missing_lora_targets(values["model_path"], lora[1])
                 if problem:

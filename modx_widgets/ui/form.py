@@ -14,6 +14,7 @@ import html
 from typing import Any, Callable, Iterable, Mapping
 
 import ipywidgets as widgets
+from ipywidgets.widgets.widget_string import HTMLStyle
 
 from ..schema.spec import ParamSpec, Schema, SectionSpec, load_schema
 
@@ -102,29 +103,46 @@ def _coerce(spec: ParamSpec, value: Any) -> Any:
     return list(dict.fromkeys(items))
 
 
+class SharedLooks:
+    """Layout and style objects that every field row may share because none of them is ever
+    changed per field.  A form has ~50 rows; sharing saves ~200 widget models (and their comm
+    messages), which is most of what makes PrepareWidget() slow to construct."""
+
+    def __init__(self) -> None:
+        self.label = widgets.Layout(width=LABEL_WIDTH, min_width=LABEL_WIDTH)
+        self.help = widgets.Layout(margin=f"0 0 6px {LABEL_WIDTH}")
+        self.row = widgets.Layout()
+        self.html = HTMLStyle()
+
+
 class ParamField:
     """One parameter's row: label (with a red asterisk when required), control, an error line
     beside the control and a short help line under it.  Keeping them together is what lets a
     rejected value be shown right where it was typed."""
 
-    def __init__(self, spec: ParamSpec) -> None:
+    def __init__(self, spec: ParamSpec, shared: "SharedLooks | None" = None) -> None:
         self.spec = spec
+        looks = shared or SharedLooks()
         star = f' <span style="color:{ERROR_COLOUR}" title="required">*</span>' if spec.required else ""
         self.label = widgets.HTML(
             f'<div title="{html.escape(spec.help)}" style="line-height:1.35">{html.escape(spec.label)}{star}</div>',
-            layout=widgets.Layout(width=LABEL_WIDTH, min_width=LABEL_WIDTH),
+            layout=looks.label,
+            style=looks.html,
         )
         self.control = _make_control(spec)
         self.control.tooltip = spec.help
         self.control.add_class(f"modx-param-{spec.key}")
-        self.message = widgets.HTML("", layout=widgets.Layout(display="none", flex="1 1 0%", min_width="12em"))
+        self.message = widgets.HTML(
+            "", layout=widgets.Layout(display="none", flex="1 1 0%", min_width="12em"), style=looks.html
+        )
         self.message.add_class("modx-field-message")
         self.help = widgets.HTML(
             f'<div style="color:{HELP_COLOUR};font-size:85%;line-height:1.35">{html.escape(spec.help)}</div>',
-            layout=widgets.Layout(margin=f"0 0 6px {LABEL_WIDTH}"),
+            layout=looks.help,
+            style=looks.html,
         )
         self.box = widgets.VBox(
-            [widgets.HBox([self.label, self.control, self.message]), self.help],
+            [widgets.HBox([self.label, self.control, self.message], layout=looks.row), self.help],
             layout=widgets.Layout(margin="2px 0"),
         )
         self._shown: tuple[str, str] = ("", "")
@@ -191,6 +209,7 @@ class ParamForm(widgets.VBox):
     def __init__(self, training_type: str = "sft", schema: Schema | None = None) -> None:
         self.schema = schema or load_schema()
         self.fields: dict[str, ParamField] = {}
+        self._looks = SharedLooks()
         self._callbacks: list[ChangeCallback] = []
         self._quiet = 0
         self._pending: set[str] = set()
@@ -216,7 +235,7 @@ class ParamForm(widgets.VBox):
                 continue
             rows = []
             for spec in specs:
-                field = ParamField(spec)
+                field = ParamField(spec, self._looks)
                 field.control.observe(lambda _change, key=spec.key: self._on_control(key), names="value")
                 self.fields[spec.key] = field
                 rows.append(field.box)

@@ -235,6 +235,20 @@ class PrepareWidget(widgets.VBox):
         from .inspector import DataInspector
 
         self._inspector = DataInspector(self._inspect_request, self._apply_length)
+        from .tools import ToolsContext, ToolsPanel
+
+        self._tools = ToolsPanel(
+            lambda: ToolsContext(
+                values=self._form.values,
+                training_type=self.training_type,
+                task_name=self.task_name or None,
+                workspace_root=self._ws.root,
+                device=self.device,
+            )
+        )
+        self._tools.on_import(self._on_tools_values)
+        self._tools_box = widgets.Accordion([self._tools], titles=("Memory estimate, export and import",))
+        self._tools_box.add_class("modx-tools-box")
         self._drawer = widgets.VBox([self._form], layout=widgets.Layout(display="none"))
         self._drawer.add_class("modx-drawer")
         self._config_button.observe(self._on_drawer_toggle, names="value")
@@ -250,6 +264,7 @@ class PrepareWidget(widgets.VBox):
                 self._checkpoints,
                 self._env,
                 self._inspector,
+                self._tools_box,
                 self._drawer,
                 self._monitor_slot,
             ],
@@ -444,6 +459,15 @@ class PrepareWidget(widgets.VBox):
         self._show_summary(errors, loose)
         self._update_estimate()
         self._request_env_check()
+        self._tools.refresh()
+
+    def _on_tools_values(self, values: Mapping[str, Any], training_type: str, not_carried: list[str]) -> None:
+        """Values from an imported LLaMA-Factory YAML or an applied memory fix go into the form."""
+        if training_type != self.training_type:
+            self.training_type = training_type
+        self.set_values(dict(values))
+        if not_carried:
+            self._panel.say(f"Imported; not carried over: {', '.join(not_carried)}", "warning")
 
     def _label(self, key: str) -> str:
         if key in self._schema.params:
