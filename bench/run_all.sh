@@ -9,7 +9,7 @@
 # Each benchmark is a Python script bench/bench_*.py or bench/compare_*.py. Its full output goes to
 # bench/results/<name>.log. For the summary, a script prints lines of the form
 #   RESULT <metric> ratio=<median> min=<min> max=<max> [target=<t>] [unit=<u>]
-# (see bench/README.md); a script that prints none is listed with its exit status only.
+# (see bench/README.md); for a script that prints none, its last lines mentioning a ratio are shown.
 # gpu.sh is not run here: it needs an NVIDIA GPU (bash bench/gpu.sh, or --dry-run anywhere).
 set -uo pipefail
 
@@ -41,6 +41,7 @@ RESULTS="${RESULTS_DIR:-$HERE/results}"
 mkdir -p "$RESULTS"
 SUMMARY="$RESULTS/summary.txt"
 : > "$SUMMARY.tmp"
+: > "$SUMMARY.notes"
 
 scripts=()
 if [[ -n "${ONLY:-}" ]]; then
@@ -62,7 +63,11 @@ for script in "${scripts[@]}"; do
   "$PY" "$script" "${args[@]}" 2>&1 | tee "$RESULTS/$name.log"
   rc=${PIPESTATUS[0]}
   STATUS[$name]="exit $rc, $(( $(date +%s) - start )) s"
-  grep -E '^RESULT ' "$RESULTS/$name.log" | sed "s/^RESULT /$name /" >> "$SUMMARY.tmp" || true
+  if grep -qE '^RESULT ' "$RESULTS/$name.log"; then
+    grep -E '^RESULT ' "$RESULTS/$name.log" | sed "s/^RESULT /$name /" >> "$SUMMARY.tmp"
+  else  # no RESULT lines: keep the script's own lines that mention a ratio
+    grep -iE 'ratio' "$RESULTS/$name.log" | tail -n 5 | sed "s/^[[:space:]]*/$name: /" >> "$SUMMARY.notes" || true
+  fi
 done
 
 {
@@ -76,9 +81,13 @@ done
     target=$(sed -n 's/.*target=\([^ ]*\).*/\1/p' <<<"$rest")
     printf '%-22s %-44s %8s %20s %8s\n' "$bench" "$metric" "$ratio" "[$lo..$hi]" "${target:--}"
   done < "$SUMMARY.tmp"
+  if [[ -s "$SUMMARY.notes" ]]; then
+    echo "ratios printed in their own words by benchmarks without RESULT lines:"
+    sed 's/^/  /' "$SUMMARY.notes"
+  fi
   for name in "${!STATUS[@]}"; do echo "  $name: ${STATUS[$name]}"; done
   echo "logs: $RESULTS/<benchmark>.log"
 } | tee "$SUMMARY"
-rm -f "$SUMMARY.tmp"
+rm -f "$SUMMARY.tmp" "$SUMMARY.notes"
 for name in "${!STATUS[@]}"; do [[ "${STATUS[$name]}" == "exit 0,"* ]] || exit 1; done
 exit 0

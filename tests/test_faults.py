@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import functools
 import html
-import os
 import subprocess
 import sys
 import threading

@@ -11,7 +11,6 @@ import hashlib
 import json
 import os
 import pickle
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -77,11 +76,6 @@ def evil_pickle(target: Path, mark: Path, *, torch_format: bool = True) -> Path:
     return target
 
 
-def copy_model(src: Path, dst: Path) -> Path:
-    shutil.copytree(src, dst)
-    return dst
-
-
 def write_json(path: Path, doc: Any) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(doc), encoding="utf-8")
@@ -89,7 +83,7 @@ def write_json(path: Path, doc: Any) -> Path:
 
 
 def run_python(code: str, *, timeout: float = 300, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    """Run `code` in a fresh interpreter with tests/ importable (for SIGKILL and rlimit cases)."""
+    """Run `code` in a fresh interpreter with tests/ importable (a process the test may let die)."""
     full_env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "tests"), os.environ.get("PYTHONPATH", "")])}
     full_env.update(env or {})
     return subprocess.run(

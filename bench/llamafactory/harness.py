@@ -40,6 +40,7 @@ class RunResult:
     label_tokens: int
     steady_tokens_per_s: float  # tokens of steps 2..N over their time (first step excluded)
     quiet_tokens_per_s: float = float("nan")  # the fastest quarter of steps 2..N (see summarize)
+    cpu_tokens_per_s: float = float("nan")  # tokens of steps 2..N per CPU-second of the training process
     losses: list[tuple[int, float]] = field(default_factory=list)
     log_path: str = ""
 
@@ -99,8 +100,11 @@ def summarize(tool: str, rec: dict[str, Any], t0_wall: float, wall: float, rss_m
     steps = rec.get("steps") or []
     if not steps:
         raise RunFailed(f"{tool}: no optimizer step was recorded; see {log_path}")
-    first_step, t_first, tok_first, _ = steps[0]
-    last_step, t_last, tok_last, _ = steps[-1]
+    first_step, t_first, tok_first = steps[0][:3]
+    last_step, t_last, tok_last = steps[-1][:3]
+    cpu = float("nan")
+    if len(steps) > 1 and len(steps[0]) > 4 and steps[-1][4] > steps[0][4]:
+        cpu = (tok_last - tok_first) / (steps[-1][4] - steps[0][4])
     steady = (tok_last - tok_first) / (t_last - t_first) if len(steps) > 1 and t_last > t_first else float("nan")
     losses = [(int(r["step"]), float(r["loss"])) for r in rec.get("logs", []) if "loss" in r]
     # On a shared machine a step can wait for the CPU for seconds. Each step's seconds per token,
@@ -118,6 +122,7 @@ def summarize(tool: str, rec: dict[str, Any], t0_wall: float, wall: float, rss_m
         label_tokens=int(rec.get("label_tokens", steps[-1][3])),
         steady_tokens_per_s=steady,
         quiet_tokens_per_s=quiet,
+        cpu_tokens_per_s=cpu,
         losses=losses,
         log_path=log_path,
     )

@@ -2,7 +2,8 @@
 
 The Trainer writes `trainer_state.json` after the weights, optimizer, scheduler and RNG state,
 so a folder without it (a save killed half-way) is never offered or accepted for resume.
-Pure file inspection: no ML import.
+A checkpoint fits a model when its config and the tensor shapes in its safetensors headers
+match the model's.  Pure file inspection: no ML import.
 """
 
 from __future__ import annotations

@@ -42,8 +42,10 @@ def test_probe_times_every_step_and_counts_only_real_tokens(tmp_path):
     assert 0 < result.first_step_s <= result.wall_s
     assert result.peak_rss_mb > 50  # a Python process with torch loaded
     rec = json.loads((tmp_path / "tiny.probe.json").read_text())
-    times = [t for _, t, _, _ in rec["steps"]]
+    times = [step[1] for step in rec["steps"]]
     assert times == sorted(times) and rec["train_begin"] <= times[0] <= rec["train_end"]
+    cpu = [step[4] for step in rec["steps"]]
+    assert cpu == sorted(cpu) and result.cpu_tokens_per_s > 0
 
 
 def test_probe_is_inert_without_its_environment_variable(tmp_path):
@@ -99,3 +101,9 @@ def test_loss_comparison_uses_common_steps_and_the_last_quarter():
 
 def test_spread_ignores_nan_and_orders_min_median_max():
     assert spread([3.0, float("nan"), 1.0, 2.0]) == (1.0, 2.0, 3.0)
+
+
+def test_cpu_throughput_counts_tokens_per_cpu_second_after_the_first_step():
+    steps = [[1, 10.0, 100, 0, 5.0], [2, 30.0, 300, 0, 6.0], [3, 31.0, 500, 0, 7.0]]
+    r = summarize("x", {"train_begin": 0.0, "steps": steps}, t0_wall=0.0, wall=31.0, rss_mb=1.0, log_path="")
+    assert r.cpu_tokens_per_s == pytest.approx(400 / 2.0)  # the 20 s stall in wall time does not count

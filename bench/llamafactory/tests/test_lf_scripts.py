@@ -50,7 +50,7 @@ def test_run_all_collects_result_lines_into_one_table_and_fails_if_a_benchmark_f
     good = tmp_path / "bench_good.py"
     good.write_text("print('working')\nprint('RESULT speed_vs_baseline ratio=1.250 min=1.100 max=1.400 target=1.05')\n")
     bad = tmp_path / "bench_bad.py"
-    bad.write_text("raise SystemExit(4)\n")
+    bad.write_text("print('ratio with/without: 0.97x')\nraise SystemExit(4)\n")
     results = tmp_path / "results"
     proc = subprocess.run(["bash", str(BENCH / "run_all.sh")], capture_output=True, text=True,
                           env=_env(ONLY=f"{good} {bad}", RESULTS_DIR=str(results)), timeout=120)
@@ -58,5 +58,6 @@ def test_run_all_collects_result_lines_into_one_table_and_fails_if_a_benchmark_f
     row = next(line for line in proc.stdout.splitlines() if line.startswith("bench_good"))
     assert row.split() == ["bench_good", "speed_vs_baseline", "1.250", "[1.100..1.400]", "1.05"]
     assert "bench_bad: exit 4" in proc.stdout
+    assert "bench_bad: ratio with/without: 0.97x" in proc.stdout  # no RESULT line: its own ratio line
     assert (results / "bench_good.log").read_text().startswith("working")
     assert "speed_vs_baseline" in (results / "summary.txt").read_text()

@@ -3,7 +3,8 @@
 Why a probe instead of each tool's own logs: the two tools log different things at different
 times. This module adds the same measurement to whatever `transformers.Trainer` the process
 builds, so modx_widgets and LLaMA-Factory are timed by identical code:
-  * wall-clock times of train begin, every optimizer step end and train end;
+  * wall-clock times of train begin, every optimizer step end and train end, and the process's
+    CPU time at each step end (far less sensitive than wall time to other work on a shared machine);
   * real (non-pad) input tokens and label tokens, counted on the CPU batch before the Trainer
     moves it to the device (no device synchronisation, nothing written during training);
   * every `on_log` record (loss curves).
@@ -54,7 +55,9 @@ def _patch(trainer_module) -> None:
             self.rec["max_steps"] = state.max_steps
 
         def on_step_end(self, args, state, control, **kw):
-            self.rec["steps"].append((state.global_step, time.time(), self.tokens[0], self.tokens[1]))
+            self.rec["steps"].append(
+                (state.global_step, time.time(), self.tokens[0], self.tokens[1], time.process_time())
+            )
 
         def on_log(self, args, state, control, logs=None, **kw):
             if logs:
