@@ -204,6 +204,9 @@ def _copy_out(src: Path, path: str | Path) -> Path:
 
 
 def _build_tokenizer(target: Path, vocab_size: int) -> None:
+    from .run.thread import settle_imports
+
+    settle_imports()
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -242,6 +245,9 @@ def _tokenizer_dir(vocab_size: int) -> Path:
 
 
 def _build_model(target: Path, arch: str, vocab_size: int, seed: int, sizes: dict[str, int]) -> None:
+    from .run.thread import settle_imports
+
+    settle_imports()
     import torch
     from transformers import AutoTokenizer, GenerationConfig
 

@@ -40,3 +40,21 @@ def test_warmup_imports_print_no_optional_kernel_warning():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert "kernels-community" not in out.stderr
+
+
+def test_building_a_tiny_model_while_the_warmup_imports_run_does_not_race():
+    """transformers' lazy module breaks when two threads import it at once; ours wait."""
+    import subprocess
+    import sys
+
+    code = (
+        "import tempfile\n"
+        "from modx_widgets.run.thread import warmup_imports\n"
+        "from modx_widgets.testing import make_tiny_model\n"
+        "warmup_imports()\n"
+        "make_tiny_model(tempfile.mkdtemp() + '/m')\n"
+        "print('built')\n"
+    )
+    for _ in range(2):
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0 and "built" in out.stdout, out.stderr[-2000:]

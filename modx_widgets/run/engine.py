@@ -282,6 +282,9 @@ def _train(
     cache_dir: Path | None,
     stop_file: Path | None,
 ) -> _Outcome:
+    from .thread import settle_imports
+
+    settle_imports()
     from transformers import EarlyStoppingCallback, set_seed
 
     from ..config.build import early_stopping_plan, training_arguments

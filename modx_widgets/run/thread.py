@@ -210,3 +210,16 @@ def warmup_imports() -> threading.Thread:
             _warmup_thread = threading.Thread(target=_import_heavy, name="modx-warmup-imports", daemon=True)
             _warmup_thread.start()
         return _warmup_thread
+
+
+def settle_imports(timeout: float | None = None) -> None:
+    """Wait for a running warm-up import to finish before importing transformers elsewhere.
+
+    transformers' lazy module is not safe to import from two threads at once: a second
+    thread can see a half-initialised module and fail with ImportError/AttributeError.
+    Every heavy import of ours therefore waits for the warm-up first (a no-op once it is
+    done, or when called from the warm-up thread itself)."""
+    thread = _warmup_thread
+    if thread is not None and thread.is_alive() and thread is not threading.current_thread():
+        thread.join(timeout)
+
