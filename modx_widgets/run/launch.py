@@ -27,16 +27,16 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from ..events import FINAL_STATES, Error, Status
 from ..store import StatusRecord, StoreError, Workspace, is_pid_alive
 from ..store.process import this_host
 from ..store.workspace import INTERRUPTED
 from .tail import PROGRESS_FILE, STOP_FILE, Follower, TaskTail
+from .listeners import Broadcaster
 
 __all__ = [
     "LAUNCH_FILE",
@@ -50,7 +50,6 @@ __all__ = [
     "visible_devices",
 ]
 
-Listener = Callable[[Any], None]
 LAUNCH_FILE = "launch.json"
 LAUNCH_LOG = "launch.log"
 KILLED = "killed: Stop was pressed twice, so the training processes were ended at once"
@@ -234,7 +233,7 @@ def kill_tree(pid: int) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-class SubprocessRun:
+class SubprocessRun(Broadcaster):
     """A task trained in another process, with `TrainingRun`'s interface.
 
     `start()` checks the task in the caller's thread first (`TaskInvalid`, `RunBusy`, nothing
@@ -253,14 +252,12 @@ class SubprocessRun:
         device: str | None = None,
         poll_interval: float = 0.5,
     ) -> None:
+        super().__init__(listeners)
         self.workspace = workspace
         self.task_name = task_name
-        self._listeners: list[Listener] = list(listeners)
-        self._lock = threading.Lock()
         self._processes = processes
         self._device = device
         self.poll_interval = poll_interval
-        self._state = "Pending"
         self._popen: subprocess.Popen | None = None
         self._follower: Follower | None = None
         self._owner_pid: int | None = None
@@ -269,34 +266,10 @@ class SubprocessRun:
         self.error: BaseException | None = None
         self.launched = False  # True when this object started the processes (False: re-attached)
 
-    # -- listeners (same contract as TrainingRun) -------------------------------------------
-
-    def add_listener(self, fn: Listener) -> None:
-        with self._lock:
-            if fn not in self._listeners:
-                self._listeners.append(fn)
-
-    def remove_listener(self, fn: Listener) -> None:
-        with self._lock:
-            if fn in self._listeners:
-                self._listeners.remove(fn)
-
     def _dispatch(self, event: Any) -> None:
-        if isinstance(event, Status):
-            self._state = event.state
-        with self._lock:
-            listeners = list(self._listeners)
-        for fn in listeners:
-            try:
-                fn(event)
-            except Exception:  # noqa: BLE001 - one bad view must not stop the others
-                pass
+        self._broadcast(event)
 
     # -- state ------------------------------------------------------------------------------
-
-    @property
-    def state(self) -> str:
-        return self._state
 
     @property
     def pid(self) -> int | None:

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-from ..events import FINAL_STATES, Status
+from ..events import FINAL_STATES
 from ..store import Workspace
 from .engine import Prepared, RunBusy, check_not_running, execute, prepare
 from .tail import STOP_FILE
+from .listeners import Broadcaster
 
-Listener = Callable[[Any], None]
 
 _registry: dict[tuple[str, str], "TrainingRun"] = {}
 _registry_lock = threading.Lock()
@@ -67,7 +67,7 @@ def active_run(workspace_root: str | Path | Workspace, task_name: str) -> Any:
     return attached
 
 
-class TrainingRun:
+class TrainingRun(Broadcaster):
     """Start, stop and watch one task's training in a background thread.
 
     `start()` checks the task first (raising `TaskInvalid` or `RunBusy` in the caller's
@@ -77,48 +77,21 @@ class TrainingRun:
     """
 
     def __init__(self, workspace: Workspace, task_name: str, *, listeners: Any = ()) -> None:
+        super().__init__(listeners)
         self.workspace = workspace
         self.task_name = task_name
-        self._listeners: list[Listener] = list(listeners)
-        self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._stop_file: Path | None = None
-        self._state = "Pending"
         self.error: BaseException | None = None
         self.extra_callbacks: list[Any] = []  # extra Trainer callbacks (tests, tools)
 
-    # -- listeners ------------------------------------------------------------------------
-
-    def add_listener(self, fn: Listener) -> None:
-        with self._lock:
-            if fn not in self._listeners:
-                self._listeners.append(fn)
-
-    def remove_listener(self, fn: Listener) -> None:
-        with self._lock:
-            if fn in self._listeners:
-                self._listeners.remove(fn)
-
     def _dispatch(self, event: Any) -> None:
-        if isinstance(event, Status):
-            self._state = event.state
-        with self._lock:
-            listeners = list(self._listeners)
-        failed = None
-        for fn in listeners:
-            try:
-                fn(event)
-            except Exception as exc:  # noqa: BLE001 - one bad view must not stop the others
-                failed = exc
+        failed = self._broadcast(event)
         if failed is not None:
             raise failed  # RunSink reports it once in run.log
 
     # -- control --------------------------------------------------------------------------
-
-    @property
-    def state(self) -> str:
-        return self._state
 
     def is_alive(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
