@@ -24,20 +24,21 @@ if [[ ! -x "$VENV/bin/python" ]]; then
   "$VENV/bin/python" -m pip install -q --upgrade pip
 fi
 VPY="$VENV/bin/python"
-PIP=("$VPY" -m pip install -q)
+# pip install, without the per-package notes about optional local index folders that do not exist.
+pip_install() { "$VPY" -m pip install -q "$@" 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2); }
 
 # 1. torch, pinned. A constraints file keeps every later install from replacing it.
 CONSTRAINTS="$VENV/torch-constraints.txt"
 echo "$TORCH_SPEC" > "$CONSTRAINTS"
 if ! "$VPY" -c "import torch, sys; sys.exit(0 if torch.__version__.split('+')[0] == '${TORCH_SPEC#torch==}' else 1)" 2>/dev/null; then
   echo "[lf-setup] installing $TORCH_SPEC"
-  "${PIP[@]}" "$TORCH_SPEC"
+  pip_install "$TORCH_SPEC"
 fi
 
 # 2. llamafactory itself without dependencies, then its dependencies minus torch/torchvision/torchaudio.
 if ! "$VPY" -c "import importlib.metadata as m; m.version('llamafactory')" 2>/dev/null; then
   echo "[lf-setup] installing $LF_SPEC (no deps)"
-  "${PIP[@]}" --no-deps "$LF_SPEC"
+  pip_install --no-deps "$LF_SPEC"
 fi
 REQS="$VENV/lf-requirements.txt"
 "$VPY" - "$REQS" <<'PYEOF'
@@ -53,7 +54,7 @@ for req in m.requires("llamafactory") or []:
 open(sys.argv[1], "w").write("\n".join(out) + "\n")
 PYEOF
 echo "[lf-setup] installing LLaMA-Factory's dependencies (without torchvision/torchaudio)"
-"${PIP[@]}" -c "$CONSTRAINTS" -r "$REQS"
+pip_install -c "$CONSTRAINTS" -r "$REQS"
 
 # 3. torchvision from PyPI does not import next to torch 2.13.0 CPU; make sure none is present.
 if "$VPY" -m pip show -q torchvision >/dev/null 2>&1; then
