@@ -117,6 +117,27 @@ def ema(values: Iterable[float], weight: float, *, state: tuple[float, int] = (0
     return out, (acc, count)
 
 
+def empty() -> np.ndarray:
+    """A fresh empty float array: the starting data of every mark."""
+    return np.empty(0, dtype=np.float64)
+
+
+def _small_line_chart(bq: Any, w: Any, title: str, colour: str, tick_format: str, left: int, css: str) -> tuple[Any, Any]:
+    """One half-width chart with a single line (learning rate, grad norm), built once."""
+    scales = {"x": bq.LinearScale(), "y": bq.LinearScale()}
+    line = bq.Lines(x=empty(), y=empty(), scales=scales, colors=[colour])
+    figure = bq.Figure(
+        marks=[line],
+        axes=[bq.Axis(scale=scales["x"], label="step"),
+              bq.Axis(scale=scales["y"], side="left", tick_format=tick_format)],
+        title=title, animation_duration=0,
+        fig_margin={"top": 40, "bottom": 40, "left": left, "right": 20},
+        layout=w.Layout(width="50%", height="220px"),
+    )
+    figure.add_class(css)
+    return line, figure
+
+
 class RunCharts:
     """The loss, learning-rate and grad-norm figures plus their two controls.
 
@@ -146,9 +167,6 @@ class RunCharts:
         self._smooth_source: tuple[int, int] | None = None
         self._rendered: dict[str, Any] = {}
         self._data: Any = None
-
-        def empty() -> np.ndarray:
-            return np.empty(0, dtype=np.float64)
 
         self._x_loss = bq.LinearScale()
         self._y_linear = bq.LinearScale()
@@ -186,29 +204,8 @@ class RunCharts:
         )
         self.loss_figure.add_class("modx-loss-chart")
 
-        lr_scales = {"x": bq.LinearScale(), "y": bq.LinearScale()}
-        self.lr_line = bq.Lines(x=empty(), y=empty(), scales=lr_scales, colors=[_LR])
-        self.lr_figure = bq.Figure(
-            marks=[self.lr_line],
-            axes=[bq.Axis(scale=lr_scales["x"], label="step"),
-                  bq.Axis(scale=lr_scales["y"], side="left", tick_format=".1e")],
-            title="Learning rate", animation_duration=0,
-            fig_margin={"top": 40, "bottom": 40, "left": 70, "right": 20},
-            layout=w.Layout(width="50%", height="220px"),
-        )
-        self.lr_figure.add_class("modx-lr-chart")
-
-        grad_scales = {"x": bq.LinearScale(), "y": bq.LinearScale()}
-        self.grad_line = bq.Lines(x=empty(), y=empty(), scales=grad_scales, colors=[_GRAD])
-        self.grad_figure = bq.Figure(
-            marks=[self.grad_line],
-            axes=[bq.Axis(scale=grad_scales["x"], label="step"),
-                  bq.Axis(scale=grad_scales["y"], side="left", tick_format=".3g")],
-            title="Grad norm", animation_duration=0,
-            fig_margin={"top": 40, "bottom": 40, "left": 60, "right": 20},
-            layout=w.Layout(width="50%", height="220px"),
-        )
-        self.grad_figure.add_class("modx-grad-chart")
+        self.lr_line, self.lr_figure = _small_line_chart(bq, w, "Learning rate", _LR, ".1e", 70, "modx-lr-chart")
+        self.grad_line, self.grad_figure = _small_line_chart(bq, w, "Grad norm", _GRAD, ".3g", 60, "modx-grad-chart")
 
         self.smoothing = w.FloatSlider(
             value=smoothing, min=0.0, max=0.99, step=0.01, description="Smoothing",
