@@ -98,13 +98,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from .run.engine import RunBusy, TaskInvalid, execute, prepare, process_rank
+    from .run.lean import hide_unused_bitsandbytes
     from .run.tail import STOP_FILE, ProgressWriter
+    from .run.thread import warmup_imports
     from .store import StoreError, Workspace
 
     rank0 = process_rank() == 0
     try:
         root, name = resolve_task(args.task, args.workspace)
         workspace = Workspace(root)
+        # This process exists for one run: drop what the task cannot use, then load torch and
+        # transformers in the background while the data files are checked.
+        hide_unused_bitsandbytes(workspace.load_task(name).values)
+        warmup_imports()
         prepared = prepare(workspace, name, device=args.device)
     except TaskInvalid as exc:
         print(f"modx-train: task {name!r} cannot start:", file=sys.stderr)

@@ -92,9 +92,25 @@ def test_gradient_checkpointing_is_non_reentrant_activation_checkpointing():
     assert not build.training_arguments(clean(gradient_checkpointing=False), device="cpu").activation_checkpointing
 
 
-def test_reshuffle_selects_random_sampling_and_off_selects_sequential():
-    assert build.training_arguments(clean(reshuffle=True), device="cpu").train_sampling_strategy == "random"
-    assert build.training_arguments(clean(reshuffle=False), device="cpu").train_sampling_strategy == "sequential"
+def test_reshuffle_selects_per_epoch_sampling_and_off_selects_the_data_rooms_fixed_order():
+    def strategy(training_type="sft", **overrides):
+        return build.training_arguments(clean(training_type, **overrides), training_type, device="cpu").train_sampling_strategy
+
+    assert strategy(reshuffle=True, group_by_length=False) == "random"
+    assert strategy(reshuffle=True) == "group_by_length"  # the default groups lengths
+    assert strategy(reshuffle=False) == strategy(reshuffle=False, group_by_length=False) == "sequential"
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [dict(per_device_train_batch_size=1), dict(padding_free=True), dict(group_by_length=False)],
+    ids=["batch-of-one", "padding-free", "switched-off"],
+)
+def test_length_grouping_only_where_batches_are_padded(overrides):
+    assert build.length_grouping(clean(), "sft")
+    assert not build.length_grouping(clean(**overrides), "sft")
+    assert not build.length_grouping(clean("pretrain"), "pretrain")  # blocks are all the same length
+    assert build.training_arguments(clean(reshuffle=True, **overrides), device="cpu").train_sampling_strategy == "random"
 
 
 def test_progress_and_reporting_belong_to_us():

@@ -35,7 +35,7 @@ ISSUE_KEYS = {
     "general": "seed",
 }
 SPEC_KEYS = [key for section in SECTIONS for key in ISSUE_KEYS[section].split()]
-EXTRA_KEYS = ["lora_adapter_path"]  # added by the issue: the adapter that attach_lora loads
+EXTRA_KEYS = ["lora_adapter_path", "group_by_length", "padding_free"]  # the adapter attach_lora loads (issue 2); speed options (issue 5)
 
 
 def test_schema_holds_exactly_the_issues_47_keys_plus_the_adapter_path() -> None:
@@ -92,11 +92,13 @@ def test_only_output_dir_among_paths_may_not_exist_yet() -> None:
     assert [k for k, p in PARAMS.items() if p.is_path and p.must_exist is None] == ["output_dir"]
 
 
-def test_lora_parameters_are_only_visible_for_sft() -> None:
+def test_lora_and_conversation_batching_parameters_are_only_visible_for_sft() -> None:
     sft = {**SCHEMA.defaults(), "training_type": "sft", "attach_lora": True}
     pretrain = {**sft, "training_type": "pretrain"}
     hidden = [k for k in PARAMS if SCHEMA.visible(k, sft) and not SCHEMA.visible(k, pretrain)]
-    assert set(hidden) == {p.key for p in SCHEMA.section("lora").params} | {"attach_lora", "lora_adapter_path"}
+    # pre-training blocks are all max_seq_length long: nothing to group or flatten
+    assert set(hidden) == {p.key for p in SCHEMA.section("lora").params} | {
+        "attach_lora", "lora_adapter_path", "group_by_length", "padding_free"}
     assert not SCHEMA.visible("lora_adapter_path", {**sft, "attach_lora": False})
 
 

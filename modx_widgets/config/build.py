@@ -32,6 +32,9 @@ __all__ = [
     "lora_config",
     "lora_target_problem",
     "early_stopping_plan",
+    "length_grouping",
+    "padding_free",
+    "sampling_strategy",
     "parse_device",
 ]
 
@@ -48,7 +51,8 @@ PARAM_MAP: dict[str, str] = {
     "lora_adapter_path": "the adapter directory loaded by attach_lora",
     "max_samples": "data: keep the first N usable records",
     "eval_split_ratio": "data: seeded train/eval split",
-    "reshuffle": "TrainingArguments.train_sampling_strategy ('random' if on, 'sequential' if off)",
+    "reshuffle": "TrainingArguments.train_sampling_strategy ('random' or 'group_by_length' if on, 'sequential' if off)",
+    "group_by_length": "data: length-grouped order (reshuffle off) / train_sampling_strategy='group_by_length' (on)",
     "dataloader_num_workers": "TrainingArguments.dataloader_num_workers",
     "dataloader_pin_memory": "TrainingArguments.dataloader_pin_memory",
     "per_device_train_batch_size": "TrainingArguments.per_device_train_batch_size (and per_device_eval_batch_size)",
@@ -82,6 +86,7 @@ PARAM_MAP: dict[str, str] = {
     "fp16": "TrainingArguments.fp16 (CUDA only; fp32 with a warning on CPU)",
     "bf16": "TrainingArguments.bf16 (CUDA or CPU)",
     "tf32": "TrainingArguments.tf32 (Ampere+ CUDA only; off with a warning otherwise)",
+    "padding_free": "data: DataCollatorWithFlattening instead of the padding collator (SFT only)",
     "gradient_checkpointing": "TrainingArguments.activation_checkpointing (use_reentrant=False)",
     "log_level": "TrainingArguments.log_level",
     "logging_steps": "TrainingArguments.logging_steps -> Log events",
@@ -165,6 +170,28 @@ def early_stopping_plan(values: Mapping[str, Any]) -> tuple[bool, str]:
     )
 
 
+def padding_free(values: Mapping[str, Any], training_type: str) -> bool:
+    """Whether SFT batches are flattened into one pad-free row (pre-training blocks never pad)."""
+    return training_type == "sft" and bool(values.get("padding_free"))
+
+
+def length_grouping(values: Mapping[str, Any], training_type: str) -> bool:
+    """Whether the train order groups similar lengths: only where batches are padded at all."""
+    return (
+        training_type == "sft"
+        and bool(values.get("group_by_length"))
+        and int(values.get("per_device_train_batch_size") or 1) > 1
+        and not padding_free(values, training_type)
+    )
+
+
+def sampling_strategy(values: Mapping[str, Any], training_type: str) -> str:
+    """The Trainer's sampler. reshuffle off: the data room already fixed one (maybe grouped) order."""
+    if not values.get("reshuffle"):
+        return "sequential"
+    return "group_by_length" if length_grouping(values, training_type) else "random"
+
+
 def _warmup(values: Mapping[str, Any]) -> int | float:
     steps = int(values.get("warmup_steps") or 0)
     if steps > 0:
@@ -208,7 +235,7 @@ def argument_kwargs(
         save_total_limit=int(values["save_total_limit"]),
         eval_strategy=values["eval_strategy"],
         eval_steps=int(values["eval_steps"]),
-        train_sampling_strategy="random" if values.get("reshuffle") else "sequential",
+        train_sampling_strategy=sampling_strategy(values, training_type),
         dataloader_num_workers=int(values["dataloader_num_workers"]),
         dataloader_pin_memory=bool(values["dataloader_pin_memory"]) and not use_cpu,
         fp16=precision.fp16,

@@ -290,6 +290,36 @@ def scan_file(path: str | Path, training_type: str, *, keep: bool = True) -> tup
     return report, records, line_numbers
 
 
+@dataclass(frozen=True)
+class ScannedFile:
+    """A checked file's parsed records, handed from the pre-start checks to the data loading.
+
+    `signature` (size and modification time) tells the loader whether the file changed in
+    between; if it did, the loader reads it again rather than train on stale records."""
+
+    training_type: str
+    signature: tuple[int, int]
+    report: DataReport
+    records: list[Any]
+    line_numbers: list[int]
+
+    def is_current(self, path: str | Path, training_type: str) -> bool:
+        return training_type == self.training_type and file_signature(path) == self.signature
+
+
+def file_signature(path: str | Path) -> tuple[int, int]:
+    """(size, mtime in ns): cheap, and changes whenever the file is rewritten."""
+    st = Path(path).stat()
+    return st.st_size, st.st_mtime_ns
+
+
+def scan_for_training(path: str | Path, training_type: str) -> ScannedFile:
+    """Check and parse `path` once, keeping what data loading needs (raises DataError like scan_file)."""
+    signature = file_signature(_open_checked(path))
+    report, records, line_numbers = scan_file(path, training_type)
+    return ScannedFile(training_type, signature, report, records, line_numbers)
+
+
 def check_file(path: str | Path, training_type: str) -> DataReport:
     """Check a data file without loading anything heavy; bad lines go into the report,
     unreadable files raise DataError."""

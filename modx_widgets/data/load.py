@@ -11,9 +11,12 @@ Order of operations (documented because users ask):
    go to eval, the rest to train; the split is seeded by `seed` and disjoint. Eval keeps file order.
 5. Pre-training: each side's documents are joined with eos and cut into max_seq_length blocks
    after the split, so no document is shared by train and eval.
-6. The train set is returned in the seeded shuffled order. reshuffle=False -> `sequential=True`:
-   the engine must feed it in that order (same order every epoch). reshuffle=True ->
-   `sequential=False`: the engine's sampler draws a new order every epoch.
+6. SFT with group_by_length (and padded batches of more than one example): the shuffled train
+   order is regrouped so similar lengths share a batch (`order.length_grouped`: sorted inside
+   windows of up to 50 optimizer steps, the window with the longest example first).
+7. The train set is returned in that order. reshuffle=False -> `sequential=True`: the engine
+   must feed it in that order (same order every epoch). reshuffle=True -> `sequential=False`:
+   the engine's sampler draws a new order every epoch (length-grouped when group_by_length).
 """
 
 from __future__ import annotations
@@ -25,9 +28,11 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from ..config.build import length_grouping
 from . import cache as _cache
-from .check import DataReport, scan_file
+from .check import DataReport, ScannedFile, scan_file
 from .errors import DataError
+from .order import length_grouped
 from .tokenize import (
     TokenizedData,
     pack_blocks,
@@ -37,7 +42,10 @@ from .tokenize import (
     tokenize_documents,
 )
 
-_DATA_KEYS = ("train_file", "eval_file", "max_samples", "eval_split_ratio", "reshuffle", "max_seq_length", "seed")
+_DATA_KEYS = (
+    "train_file", "eval_file", "max_samples", "eval_split_ratio", "reshuffle", "group_by_length", "padding_free",
+    "per_device_train_batch_size", "gradient_accumulation_steps", "max_seq_length", "seed",
+)
 
 
 @dataclass
@@ -91,11 +99,17 @@ def _options(values: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _tokenize_file(
-    path: str | Path, training_type: str, tokenizer, max_seq_length: int, cache_dir: str | Path | None
+    path: str | Path,
+    training_type: str,
+    tokenizer,
+    max_seq_length: int,
+    cache_dir: str | Path | None,
+    scanned: ScannedFile | None = None,
 ) -> tuple[DataReport, TokenizedData, bool]:
     """Check and tokenize one file, through the cache when a cache_dir is given.
 
-    The returned data's `kept` holds the file line number of every example."""
+    `scanned`: the file as the pre-start checks already parsed it (used if the file has not
+    changed since). The returned data's `kept` holds the file line number of every example."""
     if training_type == "sft":
         require_chat_template(tokenizer)  # fail before reading a large file
     key = None
@@ -109,7 +123,10 @@ def _tokenize_file(
         hit = _cache.load_entry(cache_dir, key)
         if hit is not None:
             return hit[0], hit[1], True
-    report, records, line_numbers = scan_file(path, training_type)
+    if scanned is not None and scanned.is_current(path, training_type):
+        report, records, line_numbers = scanned.report, scanned.records, scanned.line_numbers
+    else:
+        report, records, line_numbers = scan_file(path, training_type)
     if training_type == "sft":
         try:
             data = tokenize_conversations(records, tokenizer, max_seq_length)
@@ -160,11 +177,19 @@ def _split(n: int, seed: int, max_samples: int, ratio: float, split: bool) -> tu
 
 
 def load_datasets(
-    values: Mapping[str, Any], training_type: str, tokenizer, *, cache_dir: str | Path | None = None
+    values: Mapping[str, Any],
+    training_type: str,
+    tokenizer,
+    *,
+    cache_dir: str | Path | None = None,
+    scans: Mapping[str, ScannedFile] | None = None,
 ) -> PreparedData:
     """Check, tokenize, sample and split the task's data (see the module docstring for the order).
 
-    Raises DataError for unusable files or settings before any training work starts."""
+    `scans` maps a data file path (as given in values) to its already checked contents, so a
+    file checked before start is not parsed twice. Raises DataError for unusable files or
+    settings before any training work starts."""
+    scans = scans or {}
     started = time.perf_counter()
     opts = _options(values)
     if not opts["train_file"]:
@@ -176,10 +201,14 @@ def load_datasets(
     if training_type == "pretrain":
         sep = separator_id(tokenizer)  # fail early, before tokenizing
 
-    report, data, hit = _tokenize_file(opts["train_file"], training_type, tokenizer, max_len, cache_dir)
+    report, data, hit = _tokenize_file(
+        opts["train_file"], training_type, tokenizer, max_len, cache_dir, scans.get(str(opts["train_file"]))
+    )
     eval_report = eval_file_data = None
     if eval_file:
-        eval_report, eval_file_data, eval_hit = _tokenize_file(eval_file, training_type, tokenizer, max_len, cache_dir)
+        eval_report, eval_file_data, eval_hit = _tokenize_file(
+            eval_file, training_type, tokenizer, max_len, cache_dir, scans.get(str(eval_file))
+        )
         hit = hit and eval_hit
     train_idx, split_idx = _split(
         len(data), seed, int(opts["max_samples"] or 0), ratio, split=eval_file_data is None and ratio > 0
@@ -197,6 +226,9 @@ def load_datasets(
             stats.truncated += counted.truncated
             stats.dropped += counted.dropped
     if training_type == "sft":
+        if not opts["reshuffle"] and length_grouping(opts, training_type):
+            step_examples = int(opts["per_device_train_batch_size"]) * int(opts["gradient_accumulation_steps"])
+            train_idx = length_grouped(train_idx, np.diff(data.offsets), step_examples)
         train = _gather(data, train_idx)
         evaluation = _gather(*eval_source) if eval_source else None
         stats.documents = len(train)

@@ -204,6 +204,10 @@ def sample_order(n, seed, max_samples, eval_ratio, split):
     return order[n_eval:].tolist(), sorted(order[:n_eval].tolist())
 
 
+# The length-grouped order of modx_widgets.data.order, copied in by script.py:
+# <modx_widgets.data.order>
+
+
 def separator_id(tokenizer):
     for token_id in (tokenizer.eos_token_id, tokenizer.bos_token_id):
         if isinstance(token_id, int):
@@ -222,6 +226,11 @@ def build_datasets(cfg, tokenizer):
         if not train_all:
             sys.exit(f"every conversation lost its assistant tokens at max_seq_length={length}")
         train_idx, eval_idx = sample_order(len(train_all), seed, cfg["max_samples"], ratio, not eval_file and ratio > 0)
+        if cfg["length_grouped_step_examples"] > 0:  # similar lengths share a batch: less padding
+            import numpy as np
+
+            lengths = np.array([len(example["input_ids"]) for example in train_all])
+            train_idx = length_grouped(np.array(train_idx), lengths, cfg["length_grouped_step_examples"]).tolist()
         train = [train_all[i] for i in train_idx]
         if eval_file:
             evaluation = tokenize_conversations(read_records(eval_file, kind), tokenizer, length)
@@ -264,6 +273,13 @@ class PadToLongest:
             labels[i, :n] = torch.tensor(f["labels"])
             mask[i, :n] = torch.tensor(f["attention_mask"])
         return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+
+def flattening_collator():
+    """Padding-free packing: one row per batch, position ids restarting per example."""
+    from transformers import DataCollatorWithFlattening
+
+    return DataCollatorWithFlattening(return_position_ids=True, separator_id=IGNORE_INDEX)
 
 
 # ---------------------------------------------------------------------------- model and training
@@ -382,7 +398,7 @@ def main(argv=None):
         args=TrainingArguments(**fit_arguments_to_hardware(targs)),
         train_dataset=train_data,
         eval_dataset=eval_data,
-        data_collator=PadToLongest(pad_id),
+        data_collator=flattening_collator() if cfg["padding_free"] else PadToLongest(pad_id),
         processing_class=tokenizer,
         callbacks=callbacks,
     )

@@ -19,6 +19,7 @@ from typing import Any, Callable, Mapping
 
 from .. import __version__
 from ..schema.spec import load_schema
+from ..config.build import length_grouping, padding_free
 from ._common import ExportError, check_training_type, clean_values, unpack_task
 
 __all__ = ["from_llamafactory_yaml", "llamafactory_dataset_info", "to_llamafactory_yaml"]
@@ -170,6 +171,16 @@ def _export_sections(v: dict[str, Any], training_type: str) -> tuple[dict[str, d
         notes.append(
             "reshuffle=False: LLaMA-Factory's disable_shuffling keeps the file order, "
             "where modx_widgets shuffles once with the seed and keeps that order"
+        )
+    if length_grouping(v, training_type):
+        notes.append(
+            "group_by_length: LLaMA-Factory has no length-grouped order; its batches mix lengths at random, "
+            "so it computes more padding tokens"
+        )
+    if padding_free(v, training_type):
+        notes.append(
+            "padding_free: not carried over; LLaMA-Factory's closest option is neat_packing, which packs "
+            "examples into cutoff_len blocks rather than flattening each batch"
         )
     dataset["dataloader_num_workers"] = v["dataloader_num_workers"]
     dataset["dataloader_pin_memory"] = v["dataloader_pin_memory"]

@@ -23,11 +23,23 @@ __all__ = ["to_python_script"]
 _DROPPED_LORA_KEYS = ("peft_type", "base_model_name_or_path", "revision", "inference_mode", "auto_mapping")
 
 
-def _body() -> str:
-    text = resources.files(__package__).joinpath("_standalone.py").read_text(encoding="utf-8")
+_ORDER_SLOT = "# <modx_widgets.data.order>\n"
+
+
+def _code(package: str, filename: str) -> str:
+    """A module's text from its first import on (its notes and `from __future__` dropped)."""
+    text = resources.files(package).joinpath(filename).read_text(encoding="utf-8")
     lines = text.splitlines(keepends=True)
-    start = next(i for i, line in enumerate(lines) if line.startswith("import "))  # drop the maintainer notes
+    start = next(i for i, line in enumerate(lines) if line.startswith("import "))
     return "".join(lines[start:])
+
+
+def _body() -> str:
+    """_standalone.py with the data room's ordering code pasted in, so the two cannot drift."""
+    body = _code(__package__, "_standalone.py")
+    if _ORDER_SLOT not in body:
+        raise RuntimeError("_standalone.py lost its slot for modx_widgets.data.order")
+    return body.replace(_ORDER_SLOT, _code("modx_widgets.data", "order.py"))
 
 
 def _plain(value: Any) -> Any:
@@ -66,6 +78,8 @@ def _lora_kwargs(values: dict[str, Any], training_type: str) -> dict[str, Any] |
 
 
 def _config(values: dict[str, Any], training_type: str, device: str, task_name: str | None) -> dict[str, Any]:
+    from ..config.build import length_grouping, padding_free
+
     attach = training_type == "sft" and values["use_lora"] and values["attach_lora"]
     return {
         "task_name": task_name,
@@ -82,6 +96,12 @@ def _config(values: dict[str, Any], training_type: str, device: str, task_name: 
         "lora": _lora_kwargs(values, training_type),
         "attach_lora_path": values["lora_adapter_path"] if attach else None,
         "gradient_checkpointing": values["gradient_checkpointing"],
+        "length_grouped_step_examples": (
+            values["per_device_train_batch_size"] * values["gradient_accumulation_steps"]
+            if not values["reshuffle"] and length_grouping(values, training_type)
+            else 0
+        ),
+        "padding_free": padding_free(values, training_type),
         "merge_lora": bool(training_type == "sft" and values["use_lora"] and values["merge_lora"]),
         "resume_from_checkpoint": values["resume_from_checkpoint"],
         "save_interval_minutes": values["save_interval_minutes"],

@@ -49,6 +49,8 @@ class Prepared:
     values: dict[str, Any]
     warnings: list[tuple[str, str]] = field(default_factory=list)
     data_notes: list[str] = field(default_factory=list)
+    # data files as the checks parsed them, for the run's data loading (then dropped to free memory)
+    scans: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -56,13 +58,17 @@ class Prepared:
 # ---------------------------------------------------------------------------------------------
 
 
-def _data_problems(path: Any, key: str, training_type: str, notes: list[str]) -> dict[str, str]:
-    from ..data import DataError, check_file
+def _data_problems(
+    path: Any, key: str, training_type: str, notes: list[str], scans: dict[str, Any]
+) -> dict[str, str]:
+    from ..data import DataError
+    from ..data.check import scan_for_training
 
     try:
-        report = check_file(path, training_type)
+        scanned = scan_for_training(path, training_type)
     except DataError as exc:
         return {key: str(exc)}
+    report = scanned.report
     bad = max(len(report.rejected), int(getattr(report, "rejected_count", 0) or 0))
     if bad:
         shown = "; ".join(f"line {p.line}: {p.message}" for p in report.rejected[:MAX_LISTED_LINES])
@@ -75,6 +81,7 @@ def _data_problems(path: Any, key: str, training_type: str, notes: list[str]) ->
     if report.usable == 0:
         return {key: f"{path} holds no usable record"}
     notes.append(f"{key}: {report.usable} usable record(s) in {path}")
+    scans[str(path)] = scanned  # parsed once: the run's data loading reuses it
     return {}
 
 
@@ -101,9 +108,10 @@ def prepare(workspace: Workspace, task_name: str, *, device: str | None = None) 
         elif item.level == "warning":
             warnings.append((f"env:{item.name}", item.detail))
     notes: list[str] = []
+    scans: dict[str, Any] = {}
     for key in ("train_file", "eval_file"):
         if values.get(key) and key not in problems:
-            problems.update(_data_problems(values[key], key, record.training_type, notes))
+            problems.update(_data_problems(values[key], key, record.training_type, notes, scans))
     if "model_path" not in problems:
         try:
             check_model_dir(values.get("model_path"))
@@ -139,7 +147,7 @@ def prepare(workspace: Workspace, task_name: str, *, device: str | None = None) 
             problems["resume_from_checkpoint"] = problem
     if problems:
         raise TaskInvalid(task_name, problems)
-    return Prepared(task_name, record.training_type, device, values, warnings, notes)
+    return Prepared(task_name, record.training_type, device, values, warnings, notes, scans)
 
 
 def check_not_running(workspace: Workspace, task_name: str) -> None:
@@ -287,8 +295,8 @@ def _train(
     settle_imports()
     from transformers import EarlyStoppingCallback, set_seed
 
-    from ..config.build import early_stopping_plan, training_arguments
-    from ..data import collator, load_datasets
+    from ..config.build import early_stopping_plan, padding_free, training_arguments
+    from ..data import collator, flattening_collator, load_datasets
     from .callbacks import EventCallback, IntervalSaveCallback, StopCallback
     from .model import add_adapter, load_model, load_tokenizer
     from .trainer import ModxTrainer
@@ -299,7 +307,8 @@ def _train(
 
     set_seed(seed)
     tokenizer = load_tokenizer(values)
-    data = load_datasets(values, tt, tokenizer, cache_dir=cache_dir)
+    data = load_datasets(values, tt, tokenizer, cache_dir=cache_dir, scans=prepared.scans)
+    prepared.scans.clear()  # the records now live in the tokenized data set
     sink(Message(level="info", text=_data_summary(data)))
     if stop_event.is_set():
         return _Outcome("Stopped", "stopped before training started; nothing to resume")
@@ -329,9 +338,10 @@ def _train(
         args=args,
         train_dataset=data.train,
         eval_dataset=data.eval,
-        data_collator=collator(tokenizer),
+        data_collator=flattening_collator() if padding_free(values, tt) else collator(tokenizer),
         processing_class=tokenizer,
         callbacks=cbs + extra,
+        train_lengths=data.stats.lengths,
     )
     trainer.add_callback(EventCallback(sink, count_tokens=trainer.real_tokens_seen, clock=clock))
     if stop_event.is_set():

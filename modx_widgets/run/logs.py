@@ -10,6 +10,7 @@ reference count; verbosity is restored when the last one ends.
 from __future__ import annotations
 
 import logging
+import warnings
 import threading
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator
@@ -25,10 +26,18 @@ _lock = threading.Lock()
 _active = 0
 
 
+# peft reads transformers' deprecated `is_gradient_checkpointing` when wrapping a model; the
+# FutureWarning it triggers is about peft's code, not the user's, and nothing they can act on.
+_FOREIGN_DEPRECATIONS = (r"`is_gradient_checkpointing` is deprecated",)
+
+
 def quiet_import_noise() -> None:
-    """Silence import-time warnings of optional kernels we never use (call before importing peft)."""
+    """Silence warnings of optional kernels we never use and of library-internal deprecations
+    (call before importing peft)."""
     for name in _NOISY_AT_IMPORT:
         logging.getLogger(name).setLevel(logging.ERROR)
+    for message in _FOREIGN_DEPRECATIONS:
+        warnings.filterwarnings("ignore", message=message, category=FutureWarning)
 _saved: dict[str, Any] = {}
 
 

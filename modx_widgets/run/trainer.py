@@ -7,11 +7,12 @@ for the loss at that moment anyway).  Imports transformers: only imported inside
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 from transformers import Trainer
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
+from transformers.trainer_pt_utils import LengthGroupedSampler
 
 try:  # present when transformers can import its notebook helpers
     from transformers.utils.notebook import NotebookProgressCallback
@@ -23,13 +24,32 @@ PROGRESS_CALLBACKS = tuple(c for c in (ProgressCallback, PrinterCallback, Notebo
 
 
 class ModxTrainer(Trainer):
-    """`Trainer` that counts real (attention-mask) tokens on the device, without syncing."""
+    """`Trainer` that counts real (attention-mask) tokens on the device, without syncing.
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    `train_lengths` (the train set's example lengths, known from tokenizing) feed the
+    length-grouped sampler directly; the stock Trainer would read every row to find them.
+    """
+
+    def __init__(self, *args: Any, train_lengths: Sequence[int] | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._real_tokens: torch.Tensor | None = None
+        self._train_lengths = list(train_lengths) if train_lengths is not None else None
         for cls in PROGRESS_CALLBACKS:
             self.remove_callback(cls)
+
+    def _get_train_sampler(self, train_dataset=None):
+        dataset = self.train_dataset if train_dataset is None else train_dataset
+        lengths = self._train_lengths
+        if (
+            self.args.train_sampling_strategy == "group_by_length"
+            and lengths is not None
+            and dataset is not None
+            and len(dataset) == len(lengths)
+        ):
+            return LengthGroupedSampler(
+                self.args.train_batch_size * self.args.gradient_accumulation_steps, lengths=lengths
+            )
+        return super()._get_train_sampler(train_dataset)
 
     def get_batch_samples(self, epoch_iterator, num_batches, device):
         batches, num_items = super().get_batch_samples(epoch_iterator, num_batches, device)
