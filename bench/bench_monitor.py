@@ -12,9 +12,11 @@ machine drift hit both sides alike), and prints side by side:
     disturbs far less than wall-clock steps/s;
   * flushes per second, CPU time of one flush (render + encode), and the monitor's share
     of the process CPU time (its listener on the training thread plus tail-timer flushes);
-  * the ratios with / without the monitor.
+  * the ratios with / without the monitor, per pair of neighbouring runs (run i without the
+    monitor with run i with it), as median [min..max], and as RESULT lines for bench/run_all.sh.
 
-    python bench/bench_monitor.py [--steps 120] [--repeats 2] [--interval 0.2]
+    python bench/bench_monitor.py [--steps 120] [--repeats 2] [--interval 0.2] [--threads 1]
+    python bench/bench_monitor.py --quick     # 200 steps, 1 ABBA block, 1 thread (~20 s)
 """
 
 from __future__ import annotations
@@ -27,7 +29,14 @@ import threading
 import time
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
+
+
+def result_line(metric: str, ratios: Sequence[float], target: float | None = None) -> str:
+    """One summary line for bench/run_all.sh (format in bench/README.md): median [min..max]."""
+    xs = sorted(ratios)
+    line = f"RESULT {metric} ratio={statistics.median(xs):.3f} min={xs[0]:.3f} max={xs[-1]:.3f}"
+    return line + (f" target={target:g}" if target is not None else "")
 
 
 class CountingComm:
@@ -146,7 +155,16 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=120, help="optimizer steps per run (logging_steps=1)")
     parser.add_argument("--repeats", type=int, default=2, help="ABBA pairs of runs")
     parser.add_argument("--interval", type=float, default=0.2, help="monitor flush interval in seconds")
+    parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
+    parser.add_argument("--quick", action="store_true", help="smoke sizes: 200 steps, 1 ABBA block, 1 thread")
     args = parser.parse_args()
+    if args.quick:
+        args.steps, args.repeats = 200, 1
+        args.threads = args.threads or 1  # 2 spinning threads on a busy 2-core machine: 30x swings
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
 
     import comm
 
@@ -185,11 +203,22 @@ def main() -> None:
                       ("kb_per_s", "KiB/s"), ("flushes_per_s", "flushes/s"), ("flush_ms", "CPU-ms/flush"),
                       ("monitor_cpu_pct", "monitor % of CPU")):
         print(f"{unit:18s}{med(False, key):12.2f}{med(True, key):12.2f}")
-    n = len(results[True])
-    print(f"\nratio with/without monitor (median of {n} runs each, logging_steps=1, "
+
+    def pair_ratios(key: str) -> list[float]:
+        """With / without for each pair of neighbouring runs (ABBA: runs 0-1, 3-2, ...): the
+        two runs of a pair saw the same machine load, which a ratio of medians would not use."""
+        return [w[key] / wo[key] for wo, w in zip(results[False], results[True])]
+
+    def fmt(xs: list[float]) -> str:
+        return f"{statistics.median(xs):.3f} [{min(xs):.3f}..{max(xs):.3f}]"
+
+    wall, cpu = pair_ratios("steps_per_s"), pair_ratios("steps_per_cpu_s")
+    print(f"\nratio with/without monitor (median [min..max] over {len(wall)} pairs of runs, logging_steps=1, "
           f"flush interval {args.interval}s):")
-    print(f"  steps/s      {med(True, 'steps_per_s') / med(False, 'steps_per_s'):.3f}  (wall clock: noisy on a shared machine)")
-    print(f"  steps/CPU-s  {med(True, 'steps_per_cpu_s') / med(False, 'steps_per_cpu_s'):.3f}  (process CPU time)")
+    print(f"  steps/s      {fmt(wall)}  (wall clock: noisy on a shared machine)")
+    print(f"  steps/CPU-s  {fmt(cpu)}  (process CPU time)")
+    print(result_line("monitor_on_over_off_steps_per_s", wall))
+    print(result_line("monitor_on_over_off_steps_per_cpu_s", cpu))
 
 
 if __name__ == "__main__":

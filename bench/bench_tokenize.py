@@ -10,7 +10,12 @@ Measures, with min/median/max over repeats:
 The LLaMA-Factory side of the comparison lives in the benchmark suite; it can call
 `tokenize_conversations(records, tokenizer, max_seq_length)` on the same records.
 
+Each repeat measures every path once (in reverse order on odd repeats, so drift hits all
+alike); the ratios ours / naive are taken per repeat (pairs) and printed as median [min..max],
+and as RESULT lines for bench/run_all.sh.
+
 Usage: python bench/bench_tokenize.py [--n 100000] [--max-seq-length 1024] [--repeats 3]
+       python bench/bench_tokenize.py --quick   # 2,000 conversations, 500 naive, 2 repeats (~10 s)
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
+from typing import Callable, Sequence
 
 
 def _spread(times: list[float], n: int) -> str:
@@ -27,7 +33,14 @@ def _spread(times: list[float], n: int) -> str:
     return f"{rates[0]:>10.0f} {statistics.median(rates):>10.0f} {rates[-1]:>10.0f}"
 
 
-def _timed(fn) -> tuple[float, float]:
+def result_line(metric: str, ratios: Sequence[float], target: float | None = None) -> str:
+    """One summary line for bench/run_all.sh (format in bench/README.md): median [min..max]."""
+    xs = sorted(ratios)
+    line = f"RESULT {metric} ratio={statistics.median(xs):.3f} min={xs[0]:.3f} max={xs[-1]:.3f}"
+    return line + (f" target={target:g}" if target is not None else "")
+
+
+def _timed(fn: Callable[[], object]) -> tuple[float, float]:
     """(wall seconds, CPU seconds of the whole process, all threads) for one call of fn.
 
     CPU time is the steadier figure on a shared machine: it ignores time spent waiting for a core."""
@@ -42,7 +55,10 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     parser.add_argument("--max-seq-length", type=int, default=1024)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--naive-n", type=int, default=5_000, help="conversations for the naive reference")
+    parser.add_argument("--quick", action="store_true", help="smoke sizes: --n 2000 --naive-n 500 --repeats 2")
     args = parser.parse_args(argv)
+    if args.quick:
+        args.n, args.naive_n, args.repeats = 2_000, 500, 2
 
     from transformers import AutoTokenizer
 
@@ -53,7 +69,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     cpu: dict[str, list[float]] = {}
     counts: dict[str, int] = {}
 
-    def measure(name: str, n: int, fn) -> None:
+    def measure(name: str, n: int, fn: Callable[[], object]) -> None:
         w, c = _timed(fn)
         wall.setdefault(name, []).append(w)
         cpu.setdefault(name, []).append(c)
@@ -76,12 +92,16 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         out = tokenize_conversations(records[:100], tok, args.max_seq_length)  # compile the template once
         load_datasets({**values, "max_samples": 10}, "sft", tok)  # import datasets once, outside the timings
         for r in range(args.repeats):
-            measure("tokenize", args.n, lambda: tokenize_conversations(records, tok, args.max_seq_length))
-            measure("load (no cache)", args.n, lambda: load_datasets(values, "sft", tok))
             cache = root / f"cache{r}"
-            load_datasets(values, "sft", tok, cache_dir=cache)
-            measure("load (warm cache)", args.n, lambda: load_datasets(values, "sft", tok, cache_dir=cache))
-            measure("naive apply_chat_template", len(naive), naive_loop)
+            load_datasets(values, "sft", tok, cache_dir=cache)  # fill the cache, untimed
+            steps: list[tuple[str, int, Callable[[], object]]] = [
+                ("tokenize", args.n, lambda: tokenize_conversations(records, tok, args.max_seq_length)),
+                ("load (no cache)", args.n, lambda: load_datasets(values, "sft", tok)),
+                ("load (warm cache)", args.n, lambda: load_datasets(values, "sft", tok, cache_dir=cache)),
+                ("naive apply_chat_template", len(naive), naive_loop),
+            ]
+            for name, n, fn in steps if r % 2 == 0 else reversed(steps):
+                measure(name, n, fn)
         out = tokenize_conversations(records, tok, args.max_seq_length)
 
     print(f"{args.n} conversations, {int(out.lengths.sum())} tokens after truncation at {args.max_seq_length}")
@@ -91,12 +111,22 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         note = f"  (on {counts[name]})" if counts[name] != args.n else ""
         print(f"{name:<28} {_spread(wall[name], counts[name])}   {per_cpu:>10.0f}{note}")
     medians = {name: counts[name] / statistics.median(times) for name, times in wall.items()}
-    cpu_rates = {name: counts[name] / statistics.median(times) for name, times in cpu.items()}
     naive_key = "naive apply_chat_template"
-    print(
-        f"ratio tokenize / naive (median): wall {medians['tokenize'] / medians[naive_key]:.2f}x, "
-        f"CPU {cpu_rates['tokenize'] / cpu_rates[naive_key]:.2f}x"
-    )
+
+    def pair_ratios(name: str, clock: dict[str, list[float]]) -> list[float]:
+        """Ours / naive conversations per second, repeat by repeat (same repeat: same machine load)."""
+        return [(counts[name] / ours) / (counts[naive_key] / ref) for ours, ref in zip(clock[name], clock[naive_key])]
+
+    def fmt(xs: list[float]) -> str:
+        return f"{statistics.median(xs):.2f}x [{min(xs):.2f}..{max(xs):.2f}]"
+
+    tok_wall, tok_cpu = pair_ratios("tokenize", wall), pair_ratios("tokenize", cpu)
+    load_wall = pair_ratios("load (no cache)", wall)
+    print(f"ratio tokenize / naive (median [min..max] over {args.repeats} repeats): wall {fmt(tok_wall)}, "
+          f"CPU {fmt(tok_cpu)}; load (no cache) / naive, wall {fmt(load_wall)}")
+    print(result_line("tokenize_over_naive_conv_per_s", tok_wall))
+    print(result_line("tokenize_over_naive_conv_per_cpu_s", tok_cpu))
+    print(result_line("load_nocache_over_naive_conv_per_s", load_wall))
     return medians
 
 

@@ -1,38 +1,86 @@
 """Does the modx_widgets engine cost training speed?  Engine vs a hand-written Trainer script.
 
-Both sides train the same LoRA SFT task (same model, data, seed, arguments) in this process,
-interleaved (engine, plain, engine, plain, ...) so drifting machine load hits both alike.
-Only the training loop is timed (train begin -> train end, by a callback added to both).
-Real tokens are the non-pad tokens of the examples consumed, identical on both sides, so
-tokens/s follows steps/s; both are printed.
+Both sides train the same LoRA SFT task (same model, data, seed, arguments, logging_steps=1)
+in this process, interleaved (engine, plain, plain, engine, ...) so drifting machine load hits
+both alike.  The engine side is what the widget runs when Start is clicked: a `TrainingRun`
+(training in a kernel thread) with a live `RunMonitor` attached: it gets every Log event and
+renders them (throttled) headless, through a stand-in comm that JSON-encodes each message as
+the kernel would.  The plain side is transformers + peft in the main thread, as a user would
+write it.
 
-    python bench/bench_trainer_ratio.py                 # tiny model, quick
-    python bench/bench_trainer_ratio.py --model small --steps 40 --repeats 5
+Only the training loop is timed (train begin -> train end, by a callback added to both).  The
+same callback records the real (non-pad) tokens of every batch collated; the two sides must
+feed identical batches (checked: reshuffle is off, and the engine's `group_by_length` and
+`padding_free` are off when the schema has them, so both pad batches in the file order).
 
-Prints min/median/max per side and the ratio engine/plain of the medians (target >= 0.98),
-by wall time and by CPU time of this process (the CPU figure is the fairer one on a machine
-shared with other jobs, where wall time mostly measures the neighbours).
+    python bench/bench_trainer_ratio.py                      # tiny, then small model
+    python bench/bench_trainer_ratio.py --model small --steps 40 --repeats 5 --threads 1
+    python bench/bench_trainer_ratio.py --quick              # tiny only, 2 pairs, 1 thread (~20 s)
+
+Prints min/median/max per side and the ratio engine/plain of real tokens/s (target >= 0.98),
+per pair of runs, by wall time and by CPU time of this process (the CPU figure is the fairer
+one on a machine shared with other jobs, where wall time mostly measures the neighbours), and
+RESULT lines for bench/run_all.sh.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import tempfile
-import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
+
+TARGET = 0.98
+COMM_MESSAGES = [0]  # widget messages encoded so far (shows that the monitor really renders)
 
 
-def _timer():
+def result_line(metric: str, ratios: Sequence[float], target: float | None = None) -> str:
+    """One summary line for bench/run_all.sh (format in bench/README.md): median [min..max]."""
+    xs = sorted(ratios)
+    line = f"RESULT {metric} ratio={statistics.median(xs):.3f} min={xs[0]:.3f} max={xs[-1]:.3f}"
+    return line + (f" target={target:g}" if target is not None else "")
+
+
+def _encoding_comms() -> None:
+    """Widgets get a comm that JSON-encodes what it would send, so the monitor pays roughly
+    what it pays in a kernel (minus the zmq send) instead of the free no-op default comm."""
+    import comm
+
+    class EncodingComm(comm.DummyComm):
+        def publish_msg(self, msg_type: str, data: Any = None, metadata: Any = None, buffers: Any = None,
+                        **keys: Any) -> None:
+            json.dumps(data, default=str)
+            COMM_MESSAGES[0] += 1
+
+    comm.create_comm = lambda *args, **kwargs: EncodingComm(*args, **kwargs)
+
+
+def _recorder() -> Any:
+    """A Trainer callback for both sides: times the training loop, counts each batch's real tokens."""
     from transformers import TrainerCallback
 
-    class Timer(TrainerCallback):
+    class Recorder(TrainerCallback):
         def __init__(self) -> None:
             self.start = self.end = self.cpu_start = self.cpu_end = 0.0
+            self.batch_tokens: list[int] = []
 
-        def on_train_begin(self, args, state, control, **kw):
+        def on_train_begin(self, args, state, control, train_dataloader=None, **kw):
+            loader = train_dataloader  # accelerate's DataLoaderShard wraps the torch DataLoader
+            while loader is not None and "base_dataloader" in vars(loader):
+                loader = loader.base_dataloader
+            if loader is not None:  # its iterator (which reads collate_fn) is created after this event
+                collate = loader.collate_fn
+
+                def counting(features: Any) -> Any:
+                    batch = collate(features)
+                    mask = batch.get("attention_mask")  # CPU tensor here: no device sync
+                    self.batch_tokens.append(int(mask.sum()) if mask is not None else int(batch["input_ids"].numel()))
+                    return batch
+
+                loader.collate_fn = counting
             self.start, self.cpu_start = time.perf_counter(), time.process_time()
 
         def on_train_end(self, args, state, control, **kw):
@@ -43,40 +91,58 @@ def _timer():
             """(wall, CPU) seconds of the training loop."""
             return self.end - self.start, self.cpu_end - self.cpu_start
 
-    return Timer()
+    return Recorder()
 
 
 def make_values(root: Path, model: str, steps: int, seq: int, batch: int, accum: int) -> dict[str, Any]:
+    from modx_widgets.schema.spec import load_schema
     from modx_widgets.testing import make_sft_data, make_small_model, make_tiny_model
 
     model_dir = root / "model"
     (make_small_model if model == "small" else make_tiny_model)(model_dir)
     data = make_sft_data(root / "train.jsonl", n=max(64, steps * batch * accum), seed=3)
-    return dict(
+    values = dict(
         train_file=str(data), model_path=str(model_dir), output_dir=str(root / "out"),
         max_seq_length=seq, per_device_train_batch_size=batch, gradient_accumulation_steps=accum,
-        learning_rate=2e-4, lr_scheduler_type="cosine", warmup_steps=2, max_steps=steps, logging_steps=10,
+        learning_rate=2e-4, lr_scheduler_type="cosine", warmup_steps=2, max_steps=steps, logging_steps=1,
         save_strategy="no", eval_strategy="no", fp16=False, gradient_checkpointing=False,
         dataloader_num_workers=0, lora_r=16, lora_alpha=16, lora_target_modules=["q_proj", "v_proj"],
         optim="adamw_torch", seed=11, reshuffle=False,
     )
+    schema_keys = load_schema().defaults()
+    # the plain script feeds padded batches in the file order; so must the engine
+    for key in ("group_by_length", "padding_free"):
+        if key in schema_keys:
+            values[key] = False
+    return values
 
 
-def run_engine(root: Path, values: dict[str, Any], index: int) -> tuple[float, float]:
-    from modx_widgets.run import execute
+def run_engine(root: Path, values: dict[str, Any], index: int) -> tuple[tuple[float, float], list[int]]:
+    """Train as the widget does: TrainingRun in a thread, RunMonitor attached (headless)."""
+    from modx_widgets.run import TrainingRun
     from modx_widgets.store import Workspace
+    from modx_widgets.ui.monitor import RunMonitor
 
     ws = Workspace(root / "ws")
     name = f"bench_{index}"
     ws.create_task(name, "sft", None, "cpu", {**values, "output_dir": str(root / "out" / name)})
-    timer = _timer()
-    state = execute(ws, name, None, threading.Event(), callbacks=[timer])
+    recorder = _recorder()
+    run = TrainingRun(ws, name)
+    run.extra_callbacks.append(recorder)
+    monitor = RunMonitor()
+    monitor.attach(run, history=None, log_level=values.get("log_level"))
+    run.start()
+    state = run.wait()
+    monitor.detach()
     if state != "Completed":
         raise SystemExit(f"engine run ended {state}: {ws.read_status(name).message}")
-    return timer.seconds
+    logged = len(monitor.data.train_loss)
+    if logged < values["max_steps"]:  # logging_steps=1: the monitor must have drawn every step
+        raise SystemExit(f"the monitor received {logged} loss logs for {values['max_steps']} steps")
+    return recorder.seconds, recorder.batch_tokens
 
 
-def run_plain(root: Path, values: dict[str, Any], index: int) -> tuple[float, float]:
+def run_plain(root: Path, values: dict[str, Any], index: int) -> tuple[tuple[float, float], list[int]]:
     """What a user would write by hand with transformers + peft (data prepared the same way)."""
     import torch
     from peft import LoraConfig, get_peft_model
@@ -100,71 +166,95 @@ def run_plain(root: Path, values: dict[str, Any], index: int) -> tuple[float, fl
         report_to="none", disable_tqdm=True, seed=values["seed"], use_cpu=True, dataloader_num_workers=0,
         train_sampling_strategy="sequential", weight_decay=0.01,
     )
-    timer = _timer()
+    recorder = _recorder()
     Trainer(model=model, args=args, train_dataset=data.train, data_collator=collator(tok), processing_class=tok,
-            callbacks=[timer]).train()
-    return timer.seconds
-
-
-def real_tokens(values: dict[str, Any]) -> int:
-    from transformers import AutoTokenizer
-
-    from modx_widgets.data import load_datasets
-
-    data = load_datasets(values, "sft", AutoTokenizer.from_pretrained(values["model_path"]))
-    used = values["max_steps"] * values["per_device_train_batch_size"] * values["gradient_accumulation_steps"]
-    return sum(data.stats.lengths[:used])
+            callbacks=[recorder]).train()
+    return recorder.seconds, recorder.batch_tokens
 
 
 def spread(xs: list[float]) -> str:
     return f"min {min(xs):8.3f}  median {statistics.median(xs):8.3f}  max {max(xs):8.3f}"
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model", choices=("tiny", "small"), default="tiny")
-    ap.add_argument("--steps", type=int, default=30)
-    ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--seq", type=int, default=256)
-    ap.add_argument("--batch", type=int, default=4)
-    ap.add_argument("--accum", type=int, default=2)
-    ap.add_argument("--threads", type=int, default=0, help="torch intra-op threads for both sides (0: torch's default)")
-    opts = ap.parse_args()
-    if opts.threads:
-        import torch
-
-        torch.set_num_threads(opts.threads)
-
+def bench_model(model: str, opts: argparse.Namespace) -> list[str]:
+    """Interleaved engine/plain pairs on one model; prints the figures, returns its RESULT lines."""
     with tempfile.TemporaryDirectory(prefix="modx_bench_") as tmp:
         root = Path(tmp)
-        values = make_values(root, opts.model, opts.steps, opts.seq, opts.batch, opts.accum)
-        tokens = real_tokens(values)
+        values = make_values(root, model, opts.steps, opts.seq, opts.batch, opts.accum)
+        used = opts.steps * opts.accum  # micro-batches that make up the timed optimizer steps
         run_engine(root, {**values, "max_steps": 2}, -1)  # warm-up: imports, allocator, caches
         run_plain(root, {**values, "max_steps": 2}, -1)
         times: dict[str, list[float]] = {"engine": [], "plain": []}
         cpu: dict[str, list[float]] = {"engine": [], "plain": []}
+        tokens: dict[str, list[int]] = {"engine": [], "plain": []}
+        reference: list[int] | None = None
         for i in range(opts.repeats):
             order = (("engine", run_engine), ("plain", run_plain)) if i % 2 == 0 else (
                 ("plain", run_plain), ("engine", run_engine))
             for label, fn in order:
-                wall, used = fn(root, values, i)
+                msgs = COMM_MESSAGES[0]
+                (wall, used_cpu), batches = fn(root, values, i)
+                msgs = COMM_MESSAGES[0] - msgs
+                if len(batches) < used:
+                    raise SystemExit(f"{label}: {len(batches)} batches recorded for {used} micro-batches")
+                if reference is None:
+                    reference = batches[:used]
+                elif batches[:used] != reference:  # different batches: the ratio would compare different work
+                    raise SystemExit(f"{label} run {i} fed other batches (real tokens per batch "
+                                     f"{batches[:8]}... vs {reference[:8]}...); check group_by_length/reshuffle")
                 times[label].append(wall)
-                cpu[label].append(used)
-                print(f"repeat {i + 1} {label:6s} {wall:.3f} s wall, {used:.3f} s CPU", flush=True)
+                cpu[label].append(used_cpu)
+                tokens[label].append(sum(batches[:used]))
+                print(f"[{model}] repeat {i + 1} {label:6s} {wall:.3f} s wall, {used_cpu:.3f} s CPU"
+                      + (f", {msgs} widget messages" if label == "engine" else ""), flush=True)
 
-    print(f"\nmodel={opts.model} steps={opts.steps} batch={opts.batch} accum={opts.accum} seq={opts.seq} "
-          f"real tokens per run={tokens}")
-    medians = {}
+    real = tokens["engine"][0]
+    print(f"\nmodel={model} steps={opts.steps} batch={opts.batch} accum={opts.accum} seq={opts.seq} "
+          f"logging_steps=1 real tokens per run={real} (same batches on both sides: checked)")
     for label in ("engine", "plain"):
-        sps = [opts.steps / t for t in times[label]]
-        tps = [tokens / t for t in times[label]]
-        medians[label] = statistics.median(sps)
-        print(f"{label:6s} steps/s  {spread(sps)}")
-        print(f"{label:6s} tokens/s {spread(tps)}")
-    ratio = medians["engine"] / medians["plain"]
-    cpu_ratio = statistics.median(cpu["plain"]) / statistics.median(cpu["engine"])
-    print(f"\nratio engine/plain (median steps/s): {ratio:.3f}  (target >= 0.98: {'ok' if ratio >= 0.98 else 'MISSED'})")
-    print(f"ratio engine/plain (median steps per CPU second; robust on a shared machine): {cpu_ratio:.3f}")
+        print(f"{label:6s} steps/s  {spread([opts.steps / t for t in times[label]])}")
+        print(f"{label:6s} tokens/s {spread([n / t for n, t in zip(tokens[label], times[label])])}")
+    # per pair i (engine run i, plain run i, back to back): engine tokens/s / plain tokens/s
+    wall_ratios = [(ne / te) / (np_ / tp) for ne, te, np_, tp in
+                   zip(tokens["engine"], times["engine"], tokens["plain"], times["plain"])]
+    cpu_ratios = [(ne / ce) / (np_ / cp) for ne, ce, np_, cp in
+                  zip(tokens["engine"], cpu["engine"], tokens["plain"], cpu["plain"])]
+    med = statistics.median(wall_ratios)
+    verdict = "ok" if med >= TARGET else "MISSED"
+    print(f"\n[{model}] ratio engine/plain real tokens/s, per pair: median {med:.3f} "
+          f"[{min(wall_ratios):.3f}..{max(wall_ratios):.3f}]  (target >= {TARGET}: {verdict})")
+    print(f"[{model}] ratio engine/plain real tokens per CPU second (robust on a shared machine): "
+          f"{statistics.median(cpu_ratios):.3f} [{min(cpu_ratios):.3f}..{max(cpu_ratios):.3f}]\n")
+    return [result_line(f"engine_over_plain_tokens_per_s_{model}", wall_ratios, TARGET),
+            result_line(f"engine_over_plain_tokens_per_cpu_s_{model}", cpu_ratios, TARGET)]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", default="tiny,small", help="tiny, small or tiny,small (default both)")
+    ap.add_argument("--steps", type=int, default=30)
+    ap.add_argument("--repeats", type=int, default=3, help="interleaved engine/plain pairs per model")
+    ap.add_argument("--seq", type=int, default=256)
+    ap.add_argument("--batch", type=int, default=4)
+    ap.add_argument("--accum", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=0, help="torch intra-op threads for both sides (0: torch's default)")
+    ap.add_argument("--quick", action="store_true", help="smoke sizes: tiny model only, 2 pairs, 1 thread")
+    opts = ap.parse_args()
+    if opts.quick:
+        opts.model, opts.repeats = "tiny", 2
+        opts.threads = opts.threads or 1
+    models = [m.strip() for m in opts.model.split(",") if m.strip()]
+    if not models or set(models) - {"tiny", "small"}:
+        ap.error("--model takes tiny, small or tiny,small")
+    if opts.threads:
+        import torch
+
+        torch.set_num_threads(opts.threads)
+    _encoding_comms()
+
+    results = [line for model in models for line in bench_model(model, opts)]
+    for line in results:
+        print(line)
 
 
 if __name__ == "__main__":

@@ -165,11 +165,12 @@ def run_ours(wl: Workload, values: dict[str, Any], label: str) -> RunResult:
 
 
 def run_lf(wl: Workload, values: dict[str, Any], label: str, *, gradient_checkpointing: bool | None,
-           extra: dict[str, Any] | None = None) -> RunResult:
-    """`llamafactory-cli train cfg.yaml` with the same hyperparameters."""
+           same_order: bool = True, extra: dict[str, Any] | None = None) -> RunResult:
+    """`llamafactory-cli train cfg.yaml` with the same hyperparameters (and our batch order if same_order)."""
     run_dir = wl.fresh_dir(f"lf_{label}")
     cfg = lf_train_config(values, model_dir=wl.model_dir, dataset_dir=wl.lf_dataset_dir, dataset=wl.lf_dataset,
-                          output_dir=run_dir / "out", gradient_checkpointing=gradient_checkpointing, extra=extra)
+                          output_dir=run_dir / "out", gradient_checkpointing=gradient_checkpointing,
+                          same_order=same_order, extra=extra)
     cfg_path = write_config(cfg, run_dir / "train.yaml")
     cmd = [str(ensure_lf_venv()), "train", str(cfg_path)]
     result = run_probed("llamafactory", cmd, run_dir, env_extra={"DISABLE_VERSION_CHECK": "1"})
@@ -207,8 +208,10 @@ def section_user(wl: Workload, repeats: int) -> dict[str, Any]:
     values = wl.values()
     if not values["gradient_checkpointing"]:
         raise SystemExit("section 'user' expects our default gradient_checkpointing to be on")
+    # LLaMA-Factory's defaults: its own gradient checkpointing and its own (random) batch order;
+    # ours: length-grouped batches (group_by_length is on by default).
     ours, lf = interleave(repeats, lambda: run_ours(wl, values, "user"),
-                          lambda: run_lf(wl, values, "user", gradient_checkpointing=None))
+                          lambda: run_lf(wl, values, "user", gradient_checkpointing=None, same_order=False))
     ratios = [b.wall_s / a.wall_s for a, b in zip(ours, lf)]
     return {
         "what": "whole process, command -> saved adapter; defaults (GC on both)",

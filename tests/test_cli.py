@@ -103,3 +103,15 @@ def test_device_option_overrides_the_task_device(tmp_path):
     ws, name, _ = make_task(tmp_path, device="cpu")
     done = run_cli(name, "--workspace", str(ws.root), "--device", "cuda:7")
     assert done.returncode == 2 and "cuda:7" in done.stderr
+
+
+def test_fast_exit_keeps_the_exit_code_buffered_output_and_exit_handlers(tmp_path):
+    marker = tmp_path / "handler_ran"
+    code = (
+        "import atexit, sys; from modx_widgets.cli import exit_now; "
+        f"atexit.register(lambda: open({str(marker)!r}, 'w').write('yes')); "
+        "sys.stdout.write('buffered line'); exit_now(3)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert (done.returncode, done.stdout) == (3, "buffered line")
+    assert marker.read_text() == "yes"

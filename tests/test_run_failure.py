@@ -153,3 +153,28 @@ def test_sft_with_a_tokenizer_without_chat_template_is_refused_before_start(tmp_
         prepare(ws, name)
     assert "chat template" in info.value.problems["model_path"]
     assert_untouched(ws, name)
+
+
+def test_a_non_finite_loss_is_logged_as_a_gap_and_warned_about_once(tmp_path):
+    """The NaN filter is off (it syncs the GPU every micro-batch), so divergence must be reported by us."""
+    import threading
+
+    import torch
+    from safetensors.torch import load_file, save_file
+    from test_run_support import make_task
+
+    from modx_widgets.events import Log, Message
+    from modx_widgets.run.engine import execute
+
+    ws, name, values = make_task(tmp_path, max_steps=3, logging_steps=1, use_lora=False)
+    weights = f"{values['model_path']}/model.safetensors"
+    tensors = load_file(weights)
+    key = next(k for k in tensors if k.endswith("norm.weight"))
+    tensors[key] = torch.full_like(tensors[key], float("nan"))
+    save_file(tensors, weights, metadata={"format": "pt"})
+    events: list = []
+    execute(ws, name, events.append, threading.Event())
+    logs = [e for e in events if isinstance(e, Log)]
+    warnings = [e for e in events if isinstance(e, Message) and "training has diverged" in e.text]
+    assert len(logs) == 3 and all(log.loss is None for log in logs)
+    assert len(warnings) == 1 and "at step 1" in warnings[0].text

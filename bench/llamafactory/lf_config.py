@@ -51,6 +51,7 @@ def lf_train_config(
     output_dir: str | Path,
     template: str = DEFAULT_TEMPLATE,
     gradient_checkpointing: bool | None = None,
+    same_order: bool = True,
     on_gpu: bool = False,
     extra: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
@@ -58,6 +59,8 @@ def lf_train_config(
 
     gradient_checkpointing: None keeps LLaMA-Factory's default (on, reentrant); True turns it on
     the way modx_widgets does (non-reentrant); False turns it off.
+    same_order: True feeds the dataset file in its order when ours does (reshuffle off), so both
+    tools see the same batches; False keeps LLaMA-Factory's default (a seeded random shuffle).
     """
     from modx_widgets.config.build import argument_kwargs
 
@@ -89,7 +92,7 @@ def lf_train_config(
     })
     cfg.update({k: ours[k] for k in SHARED_ARGS if k in ours})
     # Our "reshuffle off" means one fixed order; LLaMA-Factory spells that disable_shuffling.
-    if ours.get("train_sampling_strategy") == "sequential":
+    if same_order and ours.get("train_sampling_strategy") == "sequential":
         cfg["disable_shuffling"] = True
     if gradient_checkpointing is False:
         cfg["disable_gradient_checkpointing"] = True

@@ -45,6 +45,7 @@ class EventCallback(TrainerCallback):
         self.start_step = 0
         self.last_log_time = 0.0
         self.last_log_tokens = 0
+        self.warned_non_finite = False  # one warning per run is enough; the chart shows the gap
         self.tokens_per_s: float | None = None
 
     def on_train_begin(self, args, state, control, **kwargs):
@@ -87,6 +88,14 @@ class EventCallback(TrainerCallback):
                 self.tokens_per_s = (tokens - self.last_log_tokens) / span if span > 0 else None
                 self.last_log_tokens = tokens
             self.last_log_time = now
+            raw_loss = logs.get("loss")
+            if raw_loss is not None and _finite(raw_loss) is None and not self.warned_non_finite:
+                self.warned_non_finite = True
+                self.emit(Message(level="warning", text=(
+                    f"the training loss is {raw_loss} at step {state.global_step}: training has diverged. "
+                    "Lower the learning rate, keep max_grad_norm on, or switch fp16 to bf16; resume from "
+                    "the last checkpoint before this step."
+                )))
             self.emit(
                 Log(
                     step=state.global_step,
