@@ -1,8 +1,13 @@
 """Does the modx_widgets engine cost training speed?  Engine vs a hand-written Trainer script.
 
-Both sides train the same LoRA SFT task (same model, data, seed, arguments, logging_steps=1)
-in this process, interleaved (engine, plain, plain, engine, ...) so drifting machine load hits
-both alike.  The engine side is what the widget runs when Start is clicked: a `TrainingRun`
+Both sides train the same LoRA SFT task (same model, data, seed, arguments, logging_steps=1),
+each run in a fresh process of its own, interleaved (engine, plain, plain, engine, ...) so
+drifting machine load hits both alike. Why one process per run: torch's OpenMP thread pool
+belongs to the thread that first runs a parallel op. Once the main thread of a process has
+trained, a second pool for a training thread makes both pools' workers sleep instead of spin
+between ops (libgomp throttles spinning when it manages more threads than there are cores),
+and small ops get several times slower -- in-process pairs measured that, not the engine. A
+fresh process is what a fresh kernel gives the widget (docs/performance.md, "Threads").  The engine side is what the widget runs when Start is clicked: a `TrainingRun`
 (training in a kernel thread) with a live `RunMonitor` attached: it gets every Log event and
 renders them (throttled) headless, through a stand-in comm that JSON-encodes each message as
 the kernel would.  The plain side is transformers + peft in the main thread, as a user would
@@ -18,7 +23,7 @@ feed identical batches (checked: reshuffle is off, and the engine's `group_by_le
     python bench/bench_trainer_ratio.py --quick              # tiny only, 2 pairs, 1 thread (~20 s)
 
 Prints min/median/max per side and the ratio engine/plain of real tokens/s (target >= 0.98),
-per pair of runs, by wall time and by CPU time of this process (the CPU figure is the fairer
+per pair of runs, by wall time and by CPU time of the training process (the CPU figure is the fairer
 one on a machine shared with other jobs, where wall time mostly measures the neighbours), and
 RESULT lines for bench/run_all.sh.
 """
@@ -28,6 +33,8 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -172,6 +179,34 @@ def run_plain(root: Path, values: dict[str, Any], index: int) -> tuple[tuple[flo
     return recorder.seconds, recorder.batch_tokens
 
 
+SIDES = {"engine": "run_engine", "plain": "run_plain"}
+
+
+def run_child(label: str, root: Path, values: dict[str, Any], index: int, threads: int) -> dict[str, Any]:
+    """One run of one side in a fresh Python process; returns its timings and batch tokens."""
+    spec = root / f"values_{label}_{index}.json"
+    spec.write_text(json.dumps(values))
+    cmd = [sys.executable, __file__, "--child", label, "--root", str(root), "--values", str(spec),
+           "--index", str(index), "--threads", str(threads)]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    lines = [ln for ln in done.stdout.splitlines() if ln.startswith("CHILD ")]
+    if done.returncode != 0 or not lines:
+        raise SystemExit(f"{label} run {index} failed (exit {done.returncode}):\n{done.stderr[-3000:]}")
+    return json.loads(lines[-1][len("CHILD "):])
+
+
+def child_main(opts: argparse.Namespace) -> None:
+    """The body of one measured process: train one side once, print one CHILD line."""
+    if opts.threads:
+        import torch
+
+        torch.set_num_threads(opts.threads)
+    _encoding_comms()
+    values = json.loads(Path(opts.values).read_text())
+    (wall, cpu), batches = globals()[SIDES[opts.child]](Path(opts.root), values, opts.index)
+    print("CHILD " + json.dumps({"wall": wall, "cpu": cpu, "batches": batches, "messages": COMM_MESSAGES[0]}))
+
+
 def spread(xs: list[float]) -> str:
     return f"min {min(xs):8.3f}  median {statistics.median(xs):8.3f}  max {max(xs):8.3f}"
 
@@ -182,19 +217,17 @@ def bench_model(model: str, opts: argparse.Namespace) -> list[str]:
         root = Path(tmp)
         values = make_values(root, model, opts.steps, opts.seq, opts.batch, opts.accum)
         used = opts.steps * opts.accum  # micro-batches that make up the timed optimizer steps
-        run_engine(root, {**values, "max_steps": 2}, -1)  # warm-up: imports, allocator, caches
-        run_plain(root, {**values, "max_steps": 2}, -1)
+        for label in SIDES:  # warm-up: file caches of the libraries, the model and the data
+            run_child(label, root, {**values, "max_steps": 2}, -1, opts.threads)
         times: dict[str, list[float]] = {"engine": [], "plain": []}
         cpu: dict[str, list[float]] = {"engine": [], "plain": []}
         tokens: dict[str, list[int]] = {"engine": [], "plain": []}
         reference: list[int] | None = None
         for i in range(opts.repeats):
-            order = (("engine", run_engine), ("plain", run_plain)) if i % 2 == 0 else (
-                ("plain", run_plain), ("engine", run_engine))
-            for label, fn in order:
-                msgs = COMM_MESSAGES[0]
-                (wall, used_cpu), batches = fn(root, values, i)
-                msgs = COMM_MESSAGES[0] - msgs
+            order = ("engine", "plain") if i % 2 == 0 else ("plain", "engine")
+            for label in order:
+                child = run_child(label, root, values, i, opts.threads)
+                wall, used_cpu, batches, msgs = child["wall"], child["cpu"], child["batches"], child["messages"]
                 if len(batches) < used:
                     raise SystemExit(f"{label}: {len(batches)} batches recorded for {used} micro-batches")
                 if reference is None:
@@ -239,19 +272,20 @@ def main() -> None:
     ap.add_argument("--accum", type=int, default=2)
     ap.add_argument("--threads", type=int, default=0, help="torch intra-op threads for both sides (0: torch's default)")
     ap.add_argument("--quick", action="store_true", help="smoke sizes: tiny model only, 2 pairs, 1 thread")
+    ap.add_argument("--child", choices=tuple(SIDES), help=argparse.SUPPRESS)  # internal: one measured run
+    ap.add_argument("--root", help=argparse.SUPPRESS)
+    ap.add_argument("--values", help=argparse.SUPPRESS)
+    ap.add_argument("--index", type=int, default=0, help=argparse.SUPPRESS)
     opts = ap.parse_args()
+    if opts.child:
+        child_main(opts)
+        return
     if opts.quick:
         opts.model, opts.repeats = "tiny", 2
         opts.threads = opts.threads or 1
     models = [m.strip() for m in opts.model.split(",") if m.strip()]
     if not models or set(models) - {"tiny", "small"}:
         ap.error("--model takes tiny, small or tiny,small")
-    if opts.threads:
-        import torch
-
-        torch.set_num_threads(opts.threads)
-    _encoding_comms()
-
     results = [line for model in models for line in bench_model(model, opts)]
     for line in results:
         print(line)

@@ -8,9 +8,10 @@
 # a GPU, where padded positions cost real FLOPs and FlashAttention/SDPA handle variable lengths.
 # Liger kernels (fused RMSNorm/RoPE/SwiGLU/linear+cross-entropy) are tried when installed.
 #   1. sdpa, padded       dynamic padding to the longest sequence of each batch
-#   2. sdpa, packed       padding-free (DataCollatorWithFlattening, position_ids, use_cache=False)
-#   3. fa2, packed        same with flash_attention_2, when flash-attn is installed
-#   4. + liger            best packed variant with use_liger_kernel=True, when liger-kernel is installed
+#   2. sdpa, grouped      padded, in the engine's default length-grouped order (group_by_length)
+#   3. sdpa, packed       padding-free (DataCollatorWithFlattening, position_ids, use_cache=False)
+#   4. fa2, packed        same with flash_attention_2, when flash-attn is installed
+#   5. + liger            best packed variant with use_liger_kernel=True, when liger-kernel is installed
 # Everything is built locally (random bf16 weights, synthetic token sequences with SFT-like
 # long-tailed lengths up to 2048); nothing is downloaded.
 #
@@ -118,6 +119,16 @@ def make_samples(n, vocab):
     return samples
 
 
+def grouped_samples(samples):
+    """The engine's default order (group_by_length): sorted by length inside windows of steps."""
+    import numpy as np
+    from modx_widgets.data.order import length_grouped
+
+    lengths = np.array([len(x["input_ids"]) for x in samples])
+    order = length_grouped(np.arange(len(samples)), lengths, MICRO_BATCH)
+    return [samples[i] for i in order]
+
+
 class PaddingCollator:
     """Dynamic padding to the longest sequence of the batch (what the engine does by default)."""
 
@@ -210,7 +221,7 @@ def run_variant(label, config, attn, collator, samples, liger=False):
         bf16=not DRY, use_cpu=DRY, activation_checkpointing=False, logging_steps=10, save_strategy="no",
         report_to="none", disable_tqdm=True, dataloader_num_workers=0 if DRY else 2,
         remove_unused_columns=False, train_sampling_strategy="sequential", use_liger_kernel=liger,
-        logging_nan_inf_filter=True, seed=42,
+        logging_nan_inf_filter=False, seed=42,  # as the engine: no per-step NaN check (a host sync)
     )
     trainer = Trainer(model=model, args=args, train_dataset=samples, data_collator=collator, callbacks=[Clock()])
     trainer.train()
@@ -241,7 +252,9 @@ def main():
     if not diff <= tol:
         sys.exit("packed sequences leak into each other: padding-free results would be wrong")
     samples = make_samples(STEPS * MICRO_BATCH + MICRO_BATCH, config.vocab_size)
+    grouped = grouped_samples(samples)
     variants = [("sdpa, padded", "sdpa", PaddingCollator(), False),
+                ("sdpa, padded, length-grouped", "sdpa", PaddingCollator(), False),
                 ("sdpa, packed", "sdpa", packing_collator(), False)]
     best_packed_attn = "sdpa"
     if not DRY and importlib.util.find_spec("flash_attn") is not None:
@@ -254,7 +267,7 @@ def main():
     results = []
     for label, attn, collator, liger in variants:
         log(f"-- {label}")
-        results.append(run_variant(label, config, attn, collator, samples, liger))
+        results.append(run_variant(label, config, attn, collator, grouped if "grouped" in label else samples, liger))
     linear, lora = results[0]["params"]
     log("")
     log(f"model: Llama {config.num_hidden_layers}L d={config.hidden_size}, matmul params N={linear / 1e9:.3f}B, "
