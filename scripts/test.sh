@@ -18,8 +18,8 @@ mkdir -p "$ARTIFACTS"
 export MODX_TEST_ARTIFACTS="$ARTIFACTS"
 export PYTHONPATH="$REPO/scripts${PYTHONPATH:+:$PYTHONPATH}"
 
-# Run everything under tests/ unless the arguments name test paths themselves.
-TARGETS=(tests)
+# Run everything under tests/ and the benchmark helpers' tests unless the arguments name test paths.
+TARGETS=(tests bench/llamafactory/tests)
 for arg in "$@"; do
     if [[ "$arg" != -* && -e "${arg%%::*}" ]]; then TARGETS=(); fi
 done

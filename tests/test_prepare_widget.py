@@ -323,6 +323,31 @@ def test_start_trains_the_tiny_model_to_completion(widget, ws, tiny, tmp_path):
     assert len(checkpoints) == estimate_checkpoints(ws.load_task(name).values, 24)
 
 
+def test_a_new_widget_reattaches_even_before_the_run_has_written_its_status(widget, ws, tiny, tmp_path, monkeypatch):
+    import threading
+
+    from modx_widgets.run import thread as run_thread
+
+    release = threading.Event()
+    real_execute = run_thread.execute
+
+    def held_execute(*args, **kwargs):  # the training thread exists, status.json still says Pending
+        release.wait(60)
+        return real_execute(*args, **kwargs)
+
+    monkeypatch.setattr(run_thread, "execute", held_execute)
+    widget.set_values(_runnable(tiny, tmp_path, max_steps=2, save_steps=1000))
+    widget.start()
+    name = widget.task_name
+    try:
+        assert ws.read_status(name).state == "Pending"
+        again = PrepareWidget(workspace=ws)
+        assert again.task_name == name and again.monitor.run is widget._run
+    finally:
+        release.set()
+    assert widget.wait(300) == "Completed"
+
+
 @pytest.mark.slow
 def test_a_running_task_cannot_be_deleted_and_a_new_widget_reattaches(widget, ws, tiny, tmp_path):
     widget.set_values(_runnable(tiny, tmp_path, max_steps=2000, save_steps=1000))

@@ -34,7 +34,7 @@ def register_run(workspace_root: str | Path | Workspace, task_name: str, run: An
         _registry[_key(root, task_name)] = run
 
 
-def _local_run(root: str | Path, task_name: str) -> Any:
+def local_run(root: str | Path, task_name: str) -> Any:
     """This kernel's live run of the task (registry only: never attaches to another process)."""
     with _registry_lock:
         run = _registry.get(_key(root, task_name))
@@ -50,7 +50,7 @@ def active_run(workspace_root: str | Path | Workspace, task_name: str) -> Any:
     None when the task is not running.
     """
     root = workspace_root.root if isinstance(workspace_root, Workspace) else workspace_root
-    run = _local_run(root, task_name)
+    run = local_run(root, task_name)
     if run is not None:
         return run
     from .launch import SubprocessRun
@@ -101,7 +101,7 @@ class TrainingRun(Broadcaster):
         if self._thread is not None:
             raise RunBusy(f"this run of task {self.task_name!r} was already started; create a new TrainingRun")
         key = _key(self.workspace.root, self.task_name)
-        if _local_run(self.workspace.root, self.task_name) is not None:
+        if local_run(self.workspace.root, self.task_name) is not None:
             raise RunBusy(f"task {self.task_name!r} is already running in this kernel; stop it first")
         check_not_running(self.workspace, self.task_name)  # another process (names its pid)
         prepared = prepare(self.workspace, self.task_name)  # TaskInvalid: nothing written

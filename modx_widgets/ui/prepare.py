@@ -855,9 +855,16 @@ class PrepareWidget(widgets.VBox):
 
     def _reattach(self) -> bool:
         """A new widget in a kernel where a task is training picks that run up again."""
-        from ..run import active_run
+        from ..run import active_run, local_run
 
-        for info in self._ws.list_tasks():
+        tasks = self._ws.list_tasks()
+        # This kernel's runs first, by the registry: a run is registered before its thread starts,
+        # while status.json may still say Pending for a moment.
+        for info in tasks:
+            if local_run(self._ws.root, info.name) is not None:
+                self.select_task(info.name)
+                return True
+        for info in tasks:
             if info.state != "Running":
                 continue
             run = active_run(self._ws.root, info.name)

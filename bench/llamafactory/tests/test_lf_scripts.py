@@ -30,8 +30,9 @@ def test_gpu_script_dry_run_trains_every_cpu_variant_and_prints_the_table():
     out = proc.stdout
     iso = float(re.search(r"packed vs separate = ([0-9.e+-]+)", out).group(1))
     assert iso < 1e-4
-    rows = {m.group(1): m for m in re.finditer(r"^(sdpa, (?:padded|packed))\s+(\d+)\s+([0-9.]+)x", out, re.M)}
-    assert set(rows) == {"sdpa, padded", "sdpa, packed"}
+    rows = {m.group(1): m for m in re.finditer(r"^(sdpa, (?:padded, length-grouped|padded|packed))\s+(\d+)\s+([0-9.]+)x",
+                                                 out, re.M)}
+    assert set(rows) == {"sdpa, padded", "sdpa, padded, length-grouped", "sdpa, packed"}
     assert all(int(m.group(2)) > 0 for m in rows.values())
     assert "MFU convention" in out
 
@@ -61,3 +62,18 @@ def test_run_all_collects_result_lines_into_one_table_and_fails_if_a_benchmark_f
     assert "bench_bad: ratio with/without: 0.97x" in proc.stdout  # no RESULT line: its own ratio line
     assert (results / "bench_good.log").read_text().startswith("working")
     assert "speed_vs_baseline" in (results / "summary.txt").read_text()
+
+
+def test_batching_benchmark_compares_the_three_batchings_on_the_same_examples():
+    proc = subprocess.run([sys.executable, str(BENCH / "bench_batching.py"), "--quick"], capture_output=True,
+                          text=True, env=_env(), timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = {m.group(1): m.groups()[1:] for m in re.finditer(
+        r"^(random|grouped|padding_free)\s+[0-9.]+ \[.*?\]\s+\d+ \[.*?\]\s+([0-9.]+)\s+([0-9.]+)$", proc.stdout, re.M)}
+    assert set(rows) == {"random", "grouped", "padding_free"}
+    computed = {mode: float(row[0]) for mode, row in rows.items()}
+    assert computed["padding_free"] == 1.0 and computed["grouped"] < computed["random"]
+    # random and padding-free train the same batches in the same order: flattening keeps examples apart
+    assert abs(float(rows["random"][1]) - float(rows["padding_free"][1])) < 2e-3
+    assert re.search(r"^RESULT grouped_over_random_tokens_per_s ratio=", proc.stdout, re.M)
+    assert re.search(r"^RESULT padding_free_over_random_tokens_per_s ratio=", proc.stdout, re.M)
