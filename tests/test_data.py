@@ -543,3 +543,23 @@ def test_a_conversation_the_template_refuses_is_named_by_its_line(tmp_path, mode
     path = write_lines(tmp_path / "d.jsonl", [GOOD, GOOD, with_system, GOOD])
     with pytest.raises(DataError, match=r"d\.jsonl, line 3: .*refused a conversation \(no system role here\)"):
         load_datasets({"train_file": str(path)}, "sft", tok)
+
+
+def test_a_file_checked_before_start_is_parsed_once_unless_it_changed_since(tmp_path, tok, monkeypatch):
+    import os
+
+    from modx_widgets.data import load as load_module
+    from modx_widgets.data.check import scan_for_training
+
+    path = write_lines(tmp_path / "d.jsonl", unique_conversations(12))
+    scanned = scan_for_training(path, "sft")
+    reads: list[str] = []
+    real_scan = load_module.scan_file
+    monkeypatch.setattr(load_module, "scan_file", lambda *a, **k: reads.append(str(a[0])) or real_scan(*a, **k))
+    values = {"train_file": str(path), "group_by_length": False}
+    reused = load_datasets(values, "sft", tok, scans={str(path): scanned})
+    assert reads == [] and len(reused.train) == 12
+    write_lines(path, unique_conversations(15))  # edited between the check and the run
+    os.utime(path, ns=(scanned.signature[1] + 10**9, scanned.signature[1] + 10**9))
+    fresh = load_datasets(values, "sft", tok, scans={str(path): scanned})
+    assert reads == [str(path)] and len(fresh.train) == 15

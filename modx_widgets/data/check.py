@@ -304,7 +304,10 @@ class ScannedFile:
     line_numbers: list[int]
 
     def is_current(self, path: str | Path, training_type: str) -> bool:
-        return training_type == self.training_type and file_signature(path) == self.signature
+        try:
+            return training_type == self.training_type and file_signature(path) == self.signature
+        except OSError:  # gone or unreadable now: let a fresh read report it
+            return False
 
 
 def file_signature(path: str | Path) -> tuple[int, int]:
