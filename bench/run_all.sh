@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Run every benchmark in bench/ and print one table of ratios at the end.
 #
-#   bash bench/run_all.sh            # full runs (tens of minutes on 2 cores)
+#   bash bench/run_all.sh            # full runs (tens of minutes on 2 cores); sets up .venv on a fresh clone
 #   bash bench/run_all.sh --quick    # smoke sizes, for scripts that accept --quick
 #   ONLY="compare_llamafactory bench_startup" bash bench/run_all.sh   (names in bench/, or paths)
 #   RESULTS_DIR=/tmp/r bash bench/run_all.sh                           (default bench/results)
@@ -31,9 +31,16 @@ elif [[ -n "${VIRTUAL_ENV:-}" ]]; then PY="$VIRTUAL_ENV/bin/python"
 elif [[ -x "$REPO/.venv/bin/python" ]]; then PY="$REPO/.venv/bin/python"
 else PY=python3; fi
 if ! "$PY" -c "import modx_widgets, transformers, peft" >/dev/null 2>&1; then
-  echo "run_all.sh: $PY cannot import modx_widgets with its training extras." >&2
-  echo "  Install first: python -m venv .venv && .venv/bin/pip install torch==2.13.0 && .venv/bin/pip install -e '.[train,test]'" >&2
-  exit 2
+  if [[ -z "${PYTHON:-}" && -z "${VIRTUAL_ENV:-}" ]]; then  # a fresh clone: set it up, then use its venv
+    echo "run_all.sh: no environment with modx_widgets yet: running scripts/setup.sh" >&2
+    bash "$REPO/scripts/setup.sh" >&2 || { echo "run_all.sh: scripts/setup.sh failed" >&2; exit 2; }
+    PY="$REPO/.venv/bin/python"
+  fi
+  if ! "$PY" -c "import modx_widgets, transformers, peft" >/dev/null 2>&1; then
+    echo "run_all.sh: $PY cannot import modx_widgets with its training extras." >&2
+    echo "  Install first: bash scripts/setup.sh (or pip install torch==2.13.0 && pip install -e '.[train,test]')" >&2
+    exit 2
+  fi
 fi
 export PATH="$(dirname "$PY"):$PATH"   # so the scripts find modx-train next to the interpreter
 
