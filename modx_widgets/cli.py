@@ -108,10 +108,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         root, name = resolve_task(args.task, args.workspace)
         workspace = Workspace(root)
-        # This process exists for one run: keep out what the task cannot use. (Importing torch
-        # and transformers in a thread while the data is checked measured no gain: both hold the GIL.)
-        hide_unused_bitsandbytes(workspace.load_task(name).values)
-        prepared = prepare(workspace, name, device=args.device)
+        prepared = prepare(workspace, name, device=args.device)  # imports no ML library
     except TaskInvalid as exc:
         print(f"modx-train: task {name!r} cannot start:", file=sys.stderr)
         for key, message in exc.problems.items():
@@ -121,6 +118,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"modx-train: {exc}", file=sys.stderr)
         return EXIT_INVALID
 
+    # This process exists for one run: keep out what the task cannot use. (Importing torch and
+    # transformers in a thread while the data is checked measured no gain: both hold the GIL.)
+    hide_unused_bitsandbytes(prepared.values)
     printer = Printer()
     progress_file = ProgressWriter(workspace.task_dir(name))
 
