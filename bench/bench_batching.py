@@ -26,7 +26,7 @@ from typing import Any
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH / "llamafactory"))
 
-from harness import RunResult, run_probed  # noqa: E402
+from harness import RunResult, result_line, run_probed  # noqa: E402
 
 WORK = BENCH / "_work" / "batching"
 MODES: dict[str, dict[str, Any]] = {
@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         ratios = [a.tokens_per_s / b.tokens_per_s for a, b in zip(results[mode], results["random"])]
         med, lo, hi = spread(ratios)
         print(f"ratio {mode} / random, real tokens/s: {med:.3f} [{lo:.3f}..{hi:.3f}]")
-        print(f"RESULT {mode}_over_random_tokens_per_s ratio={med:.3f} min={lo:.3f} max={hi:.3f}")
+        print(result_line(f"{mode}_over_random_tokens_per_s", ratios))
     return 0
 
 

@@ -24,19 +24,18 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 import tempfile
 import threading
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
+BENCH_DIR = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH_DIR / "llamafactory"))
 
-def result_line(metric: str, ratios: Sequence[float], target: float | None = None) -> str:
-    """One summary line for bench/run_all.sh (format in bench/README.md): median [min..max]."""
-    xs = sorted(ratios)
-    line = f"RESULT {metric} ratio={statistics.median(xs):.3f} min={xs[0]:.3f} max={xs[-1]:.3f}"
-    return line + (f" target={target:g}" if target is not None else "")
+from harness import result_line  # noqa: E402  (shared RESULT format)
 
 
 class CountingComm:

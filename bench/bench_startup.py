@@ -25,17 +25,15 @@ import subprocess
 import sys
 import tempfile
 import textwrap
-from typing import Sequence
+from pathlib import Path
+
+BENCH_DIR = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH_DIR / "llamafactory"))
+
+from harness import result_line  # noqa: E402  (shared RESULT format)
 
 HEAVY = ("torch", "transformers", "peft", "datasets", "bitsandbytes", "accelerate", "bqplot")
 TARGET_S = 0.3
-
-
-def result_line(metric: str, ratios: Sequence[float], target: float | None = None) -> str:
-    """One summary line for bench/run_all.sh (format in bench/README.md): median [min..max]."""
-    xs = sorted(ratios)
-    line = f"RESULT {metric} ratio={statistics.median(xs):.3f} min={xs[0]:.3f} max={xs[-1]:.3f}"
-    return line + (f" target={target:g}" if target is not None else "")
 
 
 def _fresh(code: str) -> dict:

@@ -22,22 +22,21 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable
+
+BENCH_DIR = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH_DIR / "llamafactory"))
+
+from harness import result_line  # noqa: E402  (shared RESULT format)
 
 
 def _spread(times: list[float], n: int) -> str:
     rates = sorted(n / t for t in times)
     return f"{rates[0]:>10.0f} {statistics.median(rates):>10.0f} {rates[-1]:>10.0f}"
-
-
-def result_line(metric: str, ratios: Sequence[float], target: float | None = None) -> str:
-    """One summary line for bench/run_all.sh (format in bench/README.md): median [min..max]."""
-    xs = sorted(ratios)
-    line = f"RESULT {metric} ratio={statistics.median(xs):.3f} min={xs[0]:.3f} max={xs[-1]:.3f}"
-    return line + (f" target={target:g}" if target is not None else "")
 
 
 def _timed(fn: Callable[[], object]) -> tuple[float, float]:

@@ -38,17 +38,15 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
+
+BENCH_DIR = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH_DIR / "llamafactory"))
+
+from harness import result_line  # noqa: E402  (shared RESULT format)
 
 TARGET = 0.98
 COMM_MESSAGES = [0]  # widget messages encoded so far (shows that the monitor really renders)
-
-
-def result_line(metric: str, ratios: Sequence[float], target: float | None = None) -> str:
-    """One summary line for bench/run_all.sh (format in bench/README.md): median [min..max]."""
-    xs = sorted(ratios)
-    line = f"RESULT {metric} ratio={statistics.median(xs):.3f} min={xs[0]:.3f} max={xs[-1]:.3f}"
-    return line + (f" target={target:g}" if target is not None else "")
 
 
 def _encoding_comms() -> None:

@@ -45,6 +45,7 @@ from harness import (  # noqa: E402
     RunResult,
     compare_losses,
     fmt_spread,
+    result_line,
     run_probed,
     spread,
 )
@@ -545,12 +546,10 @@ def result_lines(results: dict[str, Any]) -> list[str]:
         sec = results.get(name)
         if not sec or not sec["ratios"]:
             continue
-        lo, med, hi = spread(sec["ratios"])
-        target = f" target={sec['target']}" if sec.get("target") else ""
-        out.append(f"RESULT {metric} ratio={med:.3f} min={lo:.3f} max={hi:.3f}{target}")
+        target = sec.get("target") or None
+        out.append(result_line(metric, sec["ratios"], target))
         if sec.get("cpu_ratios"):
-            lo, med, hi = spread(sec["cpu_ratios"])
-            out.append(f"RESULT {metric}_per_cpu_second ratio={med:.3f} min={lo:.3f} max={hi:.3f}{target}")
+            out.append(result_line(f"{metric}_per_cpu_second", sec["cpu_ratios"], target))
     return out
 
 

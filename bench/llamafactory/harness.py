@@ -148,6 +148,13 @@ def spread(values: Sequence[float]) -> tuple[float, float, float]:
     return min(vals), statistics.median(vals), max(vals)
 
 
+def result_line(metric: str, ratios: Sequence[float], target: float | None = None) -> str:
+    """One `RESULT` line for bench/run_all.sh (format in bench/README.md): median [min..max] of per-pair ratios."""
+    lo, med, hi = spread(ratios)
+    line = f"RESULT {metric} ratio={med:.3f} min={lo:.3f} max={hi:.3f}"
+    return line + (f" target={target:g}" if target is not None else "")
+
+
 def fmt_spread(values: Sequence[float], digits: int = 2, unit: str = "") -> str:
     lo, med, hi = spread(values)
     return f"{med:.{digits}f}{unit} [{lo:.{digits}f}..{hi:.{digits}f}]"
